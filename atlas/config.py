@@ -1,0 +1,242 @@
+"""The typed build config: one dataclass per stage, loaded from TOML once, validated once, hashed."""
+
+from __future__ import annotations
+
+import dataclasses
+import hashlib
+import json
+import tomllib
+from dataclasses import dataclass, field, fields
+from pathlib import Path
+from typing import Any, get_args, get_origin, get_type_hints
+
+from atlas.errors import ConfigError
+
+
+@dataclass
+class AtlasSection:
+    """Where the outputs go and what the atlas is called."""
+
+    title: str = "Feature atlas"
+    out_dir: str = "site"
+    store: str = "atlas.duckdb"
+    seed: int = 0
+
+
+@dataclass
+class SaeSection:
+    """The SAE to explain: a file or folder in any supported format."""
+
+    path: str = ""
+    format: str = "auto"
+    # Which hook to read: empty means "what the SAE's metadata says", else a TransformerLens name
+    # (blocks.5.hook_resid_post), an HF module path, or hidden_states.N.
+    hook: str = ""
+
+
+@dataclass
+class ModelSection:
+    """The Hugging Face model folder (loaded offline) and how to batch it."""
+
+    path: str = ""
+    hook: str = ""
+    device: str = "cpu"
+    batch_tokens: int = 8192
+    prepend_bos: str = "auto"  # auto | yes | no
+
+
+@dataclass
+class CorpusSection:
+    """Text the features are read on: .txt (one document per line) or .jsonl files."""
+
+    files: list[str] = field(default_factory=list)
+    text_field: str = "text"
+    max_tokens: int = 300_000
+    seq_len: int = 64
+    min_tokens: int = 4
+
+
+@dataclass
+class HarvestSection:
+    """What the single pass keeps for each feature."""
+
+    top_k: int = 20
+    window: int = 16
+    n_intervals: int = 10
+    per_interval: int = 5
+    n_random: int = 10
+    hist_bins: int = 40
+    coact_top: int = 10
+    recon_tokens: int = 4096
+    checkpoint_every: int = 50
+
+
+@dataclass
+class AnalysisSection:
+    """Neighbours, clusters, layout and labels."""
+
+    neighbours: int = 10
+    cluster_basis: str = "blend"  # decoder | coact | context | blend
+    cluster_levels: list[int] = field(default_factory=lambda: [12, 48, 160])
+    umap_neighbors: int = 15
+    umap_min_dist: float = 0.1
+    umap_sample_above: int = 50_000
+    exact_neighbours_up_to: int = 65_536
+    labels_file: str = ""
+
+
+@dataclass
+class SiteSection:
+    """Rendering options."""
+
+    short_window: int = 5
+    max_examples_per_kind: int = 20
+
+
+@dataclass
+class DemoSection:
+    """The embedded demo: corpus assembly and SAE training (only used by the demo config)."""
+
+    enabled: bool = False
+    full: bool = False
+    cache_dir: str = ".cache/demo"
+    d_sae: int = 4096
+    k: int = 32
+    epochs: int = 2
+    quick_tokens: int = 300_000
+    full_tokens: int = 1_000_000
+
+
+CHOICES: dict[tuple[str, str], tuple[str, ...]] = {
+    ("sae", "format"): (
+        "auto", "saelens", "gemmascope", "sparsify", "openai", "dictionary_learning",
+        "llamascope", "goodfire",
+    ),
+    ("model", "prepend_bos"): ("auto", "yes", "no"),
+    ("analysis", "cluster_basis"): ("decoder", "coact", "context", "blend"),
+}
+
+
+@dataclass
+class Config:
+    """The whole build config; `base_dir` resolves relative paths (the TOML's folder)."""
+
+    atlas: AtlasSection = field(default_factory=AtlasSection)
+    sae: SaeSection = field(default_factory=SaeSection)
+    model: ModelSection = field(default_factory=ModelSection)
+    corpus: CorpusSection = field(default_factory=CorpusSection)
+    harvest: HarvestSection = field(default_factory=HarvestSection)
+    analysis: AnalysisSection = field(default_factory=AnalysisSection)
+    site: SiteSection = field(default_factory=SiteSection)
+    demo: DemoSection = field(default_factory=DemoSection)
+    base_dir: Path = field(default=Path("."), compare=False)
+    source: str = field(default="<defaults>", compare=False)
+
+    def resolve(self, p: str) -> Path:
+        """A path from the config, relative to the config file's folder."""
+        path = Path(p).expanduser()
+        return path if path.is_absolute() else (self.base_dir / path)
+
+    def section_dict(self, name: str) -> dict[str, Any]:
+        return dataclasses.asdict(getattr(self, name))
+
+    def to_dict(self) -> dict[str, Any]:
+        return {f.name: self.section_dict(f.name) for f in fields(self) if f.name not in ("base_dir", "source")}
+
+    def section_hash(self, *names: str) -> str:
+        """A stable hash of the named sections (for stage skipping)."""
+        payload = json.dumps({n: self.section_dict(n) for n in names}, sort_keys=True)
+        return hashlib.sha256(payload.encode()).hexdigest()[:16]
+
+    def hash(self) -> str:
+        return hashlib.sha256(json.dumps(self.to_dict(), sort_keys=True).encode()).hexdigest()[:16]
+
+
+SECTIONS = {f.name: f.type for f in fields(Config) if f.name not in ("base_dir", "source")}
+
+
+def _coerce(section: str, key: str, value: Any, hint: Any, where: str) -> Any:
+    origin = get_origin(hint)
+    bad = f"{where}: [{section}] {key} = {value!r}"
+    if hint is bool:
+        if not isinstance(value, bool):
+            raise ConfigError(f"{bad} must be true or false")
+        return value
+    if hint is int:
+        if isinstance(value, bool) or not isinstance(value, int):
+            raise ConfigError(f"{bad} must be a whole number")
+        if value < 0:
+            raise ConfigError(f"{bad} must not be negative")
+        return value
+    if hint is float:
+        if isinstance(value, bool) or not isinstance(value, (int, float)):
+            raise ConfigError(f"{bad} must be a number")
+        return float(value)
+    if hint is str:
+        if not isinstance(value, str):
+            raise ConfigError(f"{bad} must be a string")
+        choices = CHOICES.get((section, key))
+        if choices and value not in choices:
+            raise ConfigError(f"{bad} is not valid; choose one of: {', '.join(choices)}")
+        return value
+    if origin is list:
+        (inner,) = get_args(hint)
+        if isinstance(value, str) and inner is str:
+            value = [value]
+        if not isinstance(value, list):
+            raise ConfigError(f"{bad} must be a list")
+        return [_coerce(section, key, v, inner, where) for v in value]
+    raise ConfigError(f"{bad}: unsupported setting type")  # pragma: no cover
+
+
+def config_from_dict(raw: dict[str, Any], base_dir: Path = Path("."), source: str = "<dict>") -> Config:
+    """Validate a parsed TOML mapping into a Config; every error names the key and valid choices."""
+    cfg = Config(base_dir=base_dir, source=source)
+    for section, value in raw.items():
+        if section not in SECTIONS:
+            raise ConfigError(
+                f"{source}: unknown section [{section}]; valid sections: {', '.join(SECTIONS)}"
+            )
+        if not isinstance(value, dict):
+            raise ConfigError(f"{source}: [{section}] must be a table of settings")
+        obj = getattr(cfg, section)
+        hints = get_type_hints(type(obj))
+        valid = [f.name for f in fields(obj)]
+        for key, v in value.items():
+            if key not in valid:
+                raise ConfigError(
+                    f"{source}: unknown key [{section}] {key}; valid keys: {', '.join(valid)}"
+                )
+            setattr(obj, key, _coerce(section, key, v, hints[key], source))
+    _check(cfg)
+    return cfg
+
+
+def _check(cfg: Config) -> None:
+    src = cfg.source
+    positive = [
+        ("corpus", "max_tokens"), ("corpus", "seq_len"), ("model", "batch_tokens"),
+        ("harvest", "top_k"), ("harvest", "n_intervals"), ("harvest", "per_interval"),
+        ("harvest", "hist_bins"), ("analysis", "neighbours"),
+    ]
+    for section, key in positive:
+        if getattr(getattr(cfg, section), key) <= 0:
+            raise ConfigError(f"{src}: [{section}] {key} must be at least 1")
+    if cfg.corpus.seq_len < 2 * cfg.harvest.window + 1 and cfg.corpus.seq_len < 8:
+        raise ConfigError(f"{src}: [corpus] seq_len is too short (at least 8)")
+    if not cfg.analysis.cluster_levels or any(n < 1 for n in cfg.analysis.cluster_levels):
+        raise ConfigError(f"{src}: [analysis] cluster_levels must be a list of positive cluster counts")
+
+
+def load_config(path: str | Path) -> Config:
+    """Read and validate a TOML config file."""
+    path = Path(path)
+    if not path.is_file():
+        raise ConfigError(f"config file {path} does not exist; pass the path of a .toml file (see README)")
+    try:
+        raw = tomllib.loads(path.read_text(encoding="utf-8"))
+    except UnicodeDecodeError as exc:
+        raise ConfigError(f"{path} is not UTF-8 text: {exc}") from exc
+    except tomllib.TOMLDecodeError as exc:
+        raise ConfigError(f"{path} is not valid TOML: {exc}") from exc
+    return config_from_dict(raw, base_dir=path.resolve().parent, source=str(path))

@@ -1,0 +1,57 @@
+"""The store's schema: every table the pipeline writes and the site reads, in one place.
+
+Conventions: `feature` is the SAE latent index (0-based). Cluster `level` 0 is the coarsest
+(regions); larger levels are finer. Example `kind` is 'top', 'interval' or 'random'.
+Neighbour `kind` is 'decoder' (cosine of decoder rows) or 'coact' (co-activation).
+"""
+
+TABLES: dict[str, str] = {
+    # One row per build: what was asked for and with which software.
+    "runs": """
+        run_id INTEGER, started_at TIMESTAMP, finished_at TIMESTAMP,
+        config_json TEXT, config_hash TEXT, atlas_version TEXT, versions_json TEXT
+    """,
+    # One row per pipeline stage: the hash of its inputs, so an unchanged stage is skipped.
+    "stages": """
+        stage TEXT PRIMARY KEY, input_hash TEXT, seconds DOUBLE, computed_at TIMESTAMP,
+        details_json TEXT
+    """,
+    # Key/value facts about the atlas (values are JSON): model, hook, sae path/hash/format,
+    # d_in, d_sae, corpus description/hash, n_tokens, n_sequences, reconstruction figures
+    # (fvu, l0, dead_share, recon_tokens), warnings, has_unembedding, title, built_at.
+    "atlas_info": "key TEXT PRIMARY KEY, value TEXT",
+    # Display text of every token id that appears in an example or a logit row.
+    "vocab": "token_id INTEGER PRIMARY KEY, token TEXT",
+    # Per-feature statistics and the chosen label; layout coordinates are NULL for dead features.
+    "features": """
+        feature INTEGER PRIMARY KEY, alive BOOLEAN, n_fired BIGINT, density DOUBLE,
+        max_act REAL, mean_act REAL, decoder_norm REAL,
+        label TEXT, label_source TEXT, cluster_id INTEGER, x REAL, y REAL
+    """,
+    # Stored contexts: token ids and per-token activations of the feature around a focus token.
+    "examples": """
+        feature INTEGER, kind TEXT, bucket INTEGER, rank INTEGER,
+        seq INTEGER, pos INTEGER, value REAL, focus INTEGER,
+        token_ids INTEGER[], acts REAL[]
+    """,
+    # Activation intervals used for interval samples: range, count and share of all activations.
+    "intervals": "feature INTEGER, bucket INTEGER, lo REAL, hi REAL, n BIGINT, share DOUBLE",
+    # Histogram of nonzero activations.
+    "histograms": "feature INTEGER, bin INTEGER, lo REAL, hi REAL, count BIGINT",
+    "neighbours": "feature INTEGER, kind TEXT, rank INTEGER, other INTEGER, score REAL",
+    "clusters": """
+        cluster_id INTEGER PRIMARY KEY, level INTEGER, parent_id INTEGER, name TEXT,
+        name_source TEXT, size INTEGER, coherence_decoder REAL, coherence_coact REAL,
+        x REAL, y REAL
+    """,
+    "cluster_members": "cluster_id INTEGER, feature INTEGER",
+    # Every explanation/label known for a feature, with where it came from.
+    "labels": "feature INTEGER, source TEXT, text TEXT, score REAL",
+    # Logit effects of a feature's decoder direction: sign is 'pos' or 'neg'.
+    "logits": "feature INTEGER, sign TEXT, rank INTEGER, token_id INTEGER, value REAL",
+}
+
+
+def create_statements() -> list[str]:
+    """DDL for every table, in a stable order."""
+    return [f"CREATE TABLE IF NOT EXISTS {name} ({cols.strip()})" for name, cols in TABLES.items()]
