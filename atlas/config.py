@@ -21,6 +21,9 @@ class AtlasSection:
     out_dir: str = "site"
     store: str = "atlas.duckdb"
     seed: int = 0
+    # Tokens, cached activations and harvest checkpoints live here (relative to the config file).
+    cache_dir: str = ".atlas-cache"
+    cache_max_gb: float = 20.0
 
 
 @dataclass
@@ -67,6 +70,10 @@ class HarvestSection:
     n_random: int = 10
     hist_bins: int = 40
     coact_top: int = 10
+    # Co-activation partners kept per feature (largest counts), and the largest feature count for which
+    # the counts are exact (a dense [F, F] int32 accumulator, 1 GiB at 16384); above it a bounded summary.
+    coact_keep: int = 64
+    coact_dense_max: int = 16384
     recon_tokens: int = 4096
     checkpoint_every: int = 50
 
@@ -76,7 +83,7 @@ class AnalysisSection:
     """Neighbours, clusters, layout and labels."""
 
     neighbours: int = 10
-    cluster_basis: str = "blend"  # decoder | coact | context | blend
+    cluster_basis: str = "auto"  # auto (the best measured) | decoder | coact | context | blend
     cluster_levels: list[int] = field(default_factory=lambda: [12, 48, 160])
     umap_neighbors: int = 15
     umap_min_dist: float = 0.1
@@ -113,7 +120,7 @@ CHOICES: dict[tuple[str, str], tuple[str, ...]] = {
         "llamascope", "goodfire",
     ),
     ("model", "prepend_bos"): ("auto", "yes", "no"),
-    ("analysis", "cluster_basis"): ("decoder", "coact", "context", "blend"),
+    ("analysis", "cluster_basis"): ("auto", "decoder", "coact", "context", "blend"),
 }
 
 

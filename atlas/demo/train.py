@@ -56,8 +56,8 @@ def train_topk_sae(
             pre = (x - b_dec) @ W_enc + b_enc
             vals, idx = pre.topk(k, dim=1)
             vals = vals.relu()
-            f = torch.zeros_like(pre).scatter_(1, idx, vals)
-            x_hat = f @ W_dec + b_dec
+            # decode from the k active rows only: k*d work per token instead of d_sae*d
+            x_hat = torch.einsum("bk,bkd->bd", vals, W_dec[idx]) + b_dec
             err = x - x_hat
             mse = (err ** 2).sum(1).mean()
             loss = mse / var_total
@@ -70,8 +70,7 @@ def train_topk_sae(
                 kk = min(aux_k, int(dead.sum()))
                 aux_pre = pre.masked_fill(~dead, -math.inf)
                 a_vals, a_idx = aux_pre.topk(kk, dim=1)
-                a_f = torch.zeros_like(pre).scatter_(1, a_idx, a_vals.relu())
-                e_hat = a_f @ W_dec
+                e_hat = torch.einsum("bk,bkd->bd", a_vals.relu(), W_dec[a_idx])
                 target = err.detach()
                 aux = ((target - e_hat) ** 2).sum(1).mean() / (target - target.mean(0)).pow(2).sum(1).mean().clamp_min(1e-8)
                 loss = loss + aux_coef * torch.nan_to_num(aux, nan=0.0)

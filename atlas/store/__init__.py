@@ -34,17 +34,33 @@ class Store:
         self.close()
 
     # ---- writes -------------------------------------------------------------------------
-    def replace_table(self, name: str, frame: pd.DataFrame) -> None:
-        """Replace all rows of `name` with `frame` (columns matched by name, in one insert)."""
+    def replace_table(self, name: str, frame) -> None:
+        """Replace all rows of `name` with a pandas frame or Arrow table (columns matched by name, one insert)."""
         if name not in TABLES:
             raise KeyError(f"unknown table {name!r}")
-        cols = [c for c in frame.columns]
+        cols = list(frame.column_names) if hasattr(frame, "column_names") else list(frame.columns)
         self.con.execute("BEGIN")
         try:
             self.con.execute(f"DELETE FROM {name}")
             if len(frame):
                 self.con.register("_incoming", frame)
                 collist = ", ".join(cols)
+                self.con.execute(f"INSERT INTO {name} ({collist}) SELECT {collist} FROM _incoming")
+                self.con.unregister("_incoming")
+            self.con.execute("COMMIT")
+        except Exception:
+            self.con.execute("ROLLBACK")
+            raise
+
+    def replace_where(self, name: str, condition: str, frame) -> None:
+        """Delete the rows of `name` matching `condition`, then insert `frame`, in one transaction."""
+        cols = list(frame.column_names) if hasattr(frame, "column_names") else list(frame.columns)
+        collist = ", ".join(cols)
+        self.con.execute("BEGIN")
+        try:
+            self.con.execute(f"DELETE FROM {name} WHERE {condition}")
+            if len(frame):
+                self.con.register("_incoming", frame)
                 self.con.execute(f"INSERT INTO {name} ({collist}) SELECT {collist} FROM _incoming")
                 self.con.unregister("_incoming")
             self.con.execute("COMMIT")
@@ -82,15 +98,15 @@ class Store:
         return self.con.execute(sql, params or []).df()
 
     def count(self, name: str) -> int:
-        return self.con.execute(f"SELECT count(*) FROM {name}").fetchone()[0]
+        return self.con.execute(f"SELECT count(*) FROM {name}").fetchall()[0][0]
 
     # ---- stage bookkeeping --------------------------------------------------------------
     def stage_hash(self, stage: str) -> str | None:
-        row = self.con.execute("SELECT input_hash FROM stages WHERE stage = ?", [stage]).fetchone()
-        return row[0] if row else None
+        rows = self.con.execute("SELECT input_hash FROM stages WHERE stage = ?", [stage]).fetchall()
+        return rows[0][0] if rows else None
 
     def record_stage(self, stage: str, input_hash: str, seconds: float, details: dict | None = None) -> None:
         self.con.execute(
             "INSERT OR REPLACE INTO stages VALUES (?, ?, ?, now(), ?)",
             [stage, input_hash, seconds, json.dumps(details or {}, sort_keys=True)],
-        )
+        ).fetchall()

@@ -39,6 +39,8 @@ TABLES: dict[str, str] = {
     # Histogram of nonzero activations.
     "histograms": "feature INTEGER, bin INTEGER, lo REAL, hi REAL, count BIGINT",
     "neighbours": "feature INTEGER, kind TEXT, rank INTEGER, other INTEGER, score REAL",
+    # Co-activation counts: tokens on which both features fire (the largest partners per feature).
+    "coactivation": "feature INTEGER, other INTEGER, count BIGINT",
     "clusters": """
         cluster_id INTEGER PRIMARY KEY, level INTEGER, parent_id INTEGER, name TEXT,
         name_source TEXT, size INTEGER, coherence_decoder REAL, coherence_coact REAL,

@@ -1,0 +1,42 @@
+# Two commands for users: `make demo` builds the demo atlas, `make test` runs every test.
+# Both create .venv first; torch==2.13.0 is installed before anything that depends on it.
+
+PYTHON ?= python3
+VENV   := .venv
+PY     := $(VENV)/bin/python
+STAMP  := $(VENV)/.installed
+export HF_HUB_OFFLINE := 1
+export TRANSFORMERS_OFFLINE := 1
+
+.PHONY: venv demo demo-full test chromium bench clean
+
+$(STAMP): pyproject.toml
+	$(PYTHON) -m venv $(VENV)
+	$(PY) -m pip install -q torch==2.13.0
+	$(PY) -m pip install -q -e '.[test]'
+	touch $(STAMP)
+
+venv: $(STAMP)
+
+demo: venv
+	$(PY) build.py
+
+demo-full: venv
+	$(PY) build.py --full
+
+# Browser tests drive Debian's Chromium; install it when missing (needs root), else they are skipped.
+chromium:
+	@test -x /usr/bin/chromium || { \
+	  (apt-get update -q && apt-get install -y -q chromium) >/dev/null 2>&1 \
+	  || echo "Chromium could not be installed (needs root and Debian's packages): browser tests will be skipped"; }
+
+test: venv chromium
+	$(PY) -m pytest -q
+
+bench: venv
+	$(PY) benchmarks/harvest.py
+	$(PY) benchmarks/analysis.py
+	$(PY) benchmarks/site.py
+
+clean:
+	rm -rf site atlas.duckdb .cache test-output

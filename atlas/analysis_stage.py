@@ -1,0 +1,146 @@
+"""The analysis stage: read the harvest from the store, run the pure analysis functions, write their tables."""
+
+from __future__ import annotations
+
+import time
+from pathlib import Path
+
+import numpy as np
+import pandas as pd
+import scipy.sparse as sp
+
+from atlas import analysis as an
+from atlas.analysis import explanations
+from atlas.config import Config
+from atlas.store import Store
+from atlas.tables import neighbour_rows
+
+AUTO_SOURCE = "auto: top activations"
+
+
+def _examples_by_feature(store: Store, n_features: int, kinds=("top",)) -> list[list[tuple[list[str], int, float]]]:
+    """For each feature, its stored examples as (token strings, focus, value)."""
+    vocab = store.query("SELECT token_id, token FROM vocab")
+    lookup = dict(zip(vocab["token_id"].tolist(), vocab["token"].tolist()))
+    kind_list = ", ".join(f"'{k}'" for k in kinds)
+    ex = store.query(f"SELECT feature, token_ids, focus, value FROM examples WHERE kind IN ({kind_list}) "
+                     "ORDER BY feature, kind, bucket, rank")
+    out: list[list] = [[] for _ in range(n_features)]
+    for f, ids, focus, value in zip(ex["feature"].to_numpy(), ex["token_ids"], ex["focus"].to_numpy(), ex["value"].to_numpy()):
+        out[int(f)].append(([lookup.get(int(t), "") for t in ids], int(focus), float(value)))
+    return out
+
+
+def _coact_matrix(store: Store, n: int) -> sp.csr_matrix | None:
+    c = store.table("coactivation")
+    if not len(c):
+        return None
+    m = sp.csr_matrix((c["count"].to_numpy(np.float64), (c["feature"].to_numpy(), c["other"].to_numpy())), shape=(n, n))
+    return sp.csr_matrix(m.maximum(m.T))  # top partners kept per row: symmetrise what either side kept
+
+
+def run_analysis(store: Store, W_dec: np.ndarray, cfg: Config, labels_file: Path | None, log=print) -> tuple[str, dict]:
+    """Neighbours, labels, basis choice, hierarchy with names and coherence, layout; returns (note, timings)."""
+    a = cfg.analysis
+    seed = cfg.atlas.seed
+    timings: dict[str, float] = {}
+    feats = store.table("features", order_by="feature")
+    F = len(feats)
+    alive = feats["alive"].to_numpy(bool)
+    rows = np.flatnonzero(alive)
+
+    t = time.perf_counter()
+    idx, sim = an.decoder_neighbours(W_dec, k=a.neighbours, exact_up_to=a.exact_neighbours_up_to)
+    store.replace_where("neighbours", "kind = 'decoder'", neighbour_rows("decoder", np.asarray(idx), np.asarray(sim)))
+    timings["neighbours_s"] = time.perf_counter() - t
+
+    t = time.perf_counter()
+    examples = _examples_by_feature(store, F)
+    auto = an.feature_labels(examples)
+    docs = an.context_docs(_examples_by_feature(store, F, kinds=("top", "interval")))
+    timings["labels_s"] = time.perf_counter() - t
+
+    coact = _coact_matrix(store, F)
+    t = time.perf_counter()
+    choice = an.choose_basis(W_dec, alive, coact, docs, levels=a.cluster_levels, seed=seed)
+    basis = choice.best if a.cluster_basis == "auto" else a.cluster_basis
+    hierarchy = choice.hierarchies.get(basis)
+    vectors = an.feature_vectors(basis, W_dec, alive, coact, docs, seed)
+    if hierarchy is None:
+        hierarchy = an.build_hierarchy(vectors, a.cluster_levels, seed)
+    timings["clusters_s"] = time.perf_counter() - t
+
+    t = time.perf_counter()
+    xy, umap_t = an.umap_layout(vectors, seed=seed, n_neighbors=a.umap_neighbors, min_dist=a.umap_min_dist,
+                                sample_above=a.umap_sample_above)
+    timings.update({"umap_compile_s": umap_t.get("compile_s", 0.0), "umap_fit_s": umap_t.get("fit_s", 0.0)})
+    timings["layout_s"] = time.perf_counter() - t
+
+    t = time.perf_counter()
+    alive_docs = [docs[r] for r in rows]
+    names = an.hierarchy_names(hierarchy, alive_docs)
+    feature_over, cluster_over = explanations.load_overrides(labels_file) if labels_file else ({}, {})
+    resolved, unused = explanations.resolve_cluster_overrides(cluster_over, rows, hierarchy)
+    if unused:
+        log(f"  note: {len(unused)} cluster name override(s) matched no cluster: {', '.join(map(str, unused[:5]))}")
+
+    table = hierarchy.table()
+    offsets = hierarchy.offsets()
+    n_clusters = len(table["cluster_id"])
+    name_col, source_col = [], []
+    for lv in range(hierarchy.n_levels):
+        for c in range(len(hierarchy.parents[lv])):
+            if (lv, c) in resolved:
+                name_col.append(resolved[(lv, c)])
+                source_col.append("user")
+            else:
+                name_col.append(names[lv][c])
+                source_col.append("auto: c-TF-IDF of top contexts")
+    member_cluster, member_row = hierarchy.members()
+    member_feature = rows[member_row]
+    coh_dec, coh_co, cx, cy = (np.full(n_clusters, np.nan, np.float32) for _ in range(4))
+    order = np.argsort(member_cluster, kind="stable")
+    bounds = np.searchsorted(member_cluster[order], np.arange(n_clusters + 1))
+    for cid in range(n_clusters):
+        members_rows = member_row[order[bounds[cid]:bounds[cid + 1]]]
+        coh_dec[cid], coh_co[cid] = an.coherence(rows[members_rows], W_dec, coact, seed=seed)
+        cx[cid], cy[cid] = xy[members_rows].mean(axis=0)
+    clusters = pd.DataFrame({
+        "cluster_id": table["cluster_id"].astype(np.int32), "level": table["level"].astype(np.int32),
+        "parent_id": table["parent_id"].astype(np.int32), "name": name_col, "name_source": source_col,
+        "size": table["size"].astype(np.int32), "coherence_decoder": coh_dec, "coherence_coact": coh_co,
+        "x": cx, "y": cy,
+    })
+    store.replace_table("clusters", clusters)
+    store.replace_table("cluster_members", pd.DataFrame({"cluster_id": member_cluster.astype(np.int32),
+                                                         "feature": member_feature.astype(np.int32)}))
+
+    finest = np.full(F, -1, np.int64)
+    finest[rows] = hierarchy.global_labels(hierarchy.n_levels - 1)
+    label = np.array(auto, dtype=object)
+    source = np.full(F, AUTO_SOURCE, dtype=object)
+    for f, text in feature_over.items():
+        if 0 <= f < F:
+            label[f], source[f] = text, "user"
+    label[~alive] = "dead feature"
+    source[~alive] = "none"
+    x = np.full(F, np.nan, np.float32)
+    y = np.full(F, np.nan, np.float32)
+    x[rows], y[rows] = xy[:, 0], xy[:, 1]
+    feats = feats.assign(label=label, label_source=source, cluster_id=np.where(finest >= 0, finest, pd.NA),
+                         x=x, y=y)
+    feats["cluster_id"] = feats["cluster_id"].astype("Int32")
+    store.replace_table("features", feats)
+    labels = pd.DataFrame({"feature": rows.astype(np.int32), "source": AUTO_SOURCE,
+                           "text": [auto[r] for r in rows], "score": np.nan})
+    extra = [pd.DataFrame({"feature": np.array(list(feature_over), np.int32), "source": "user",
+                           "text": list(feature_over.values()), "score": np.nan})] if feature_over else []
+    store.replace_table("labels", pd.concat([labels, *extra], ignore_index=True))
+    timings["names_s"] = time.perf_counter() - t
+
+    store.set_info(cluster_basis=basis, basis_scores={k: round(v, 4) for k, v in choice.scores.items()},
+                   cluster_levels=[len(p) for p in hierarchy.parents], umap_timings=umap_t)
+    scores = ", ".join(f"{k} {v:.2f}" for k, v in choice.scores.items())
+    note = (f"basis {basis} (scores: {scores}); {', '.join(str(len(p)) for p in hierarchy.parents)} clusters per level; "
+            f"UMAP compile {umap_t.get('compile_s', 0):.0f} s + fit {umap_t.get('fit_s', 0):.0f} s")
+    return note, {k: round(v, 3) for k, v in timings.items()}

@@ -1,0 +1,108 @@
+"""The activation colour scale and the small charts drawn as inline SVG (no script needed)."""
+
+from __future__ import annotations
+
+import math
+
+from markupsafe import Markup, escape
+
+from atlas.site.safe import fmt
+
+N_LEVELS = 16
+
+
+def _oklab_to_hex(L: float, C: float, h_deg: float) -> str:
+    a, b = C * math.cos(math.radians(h_deg)), C * math.sin(math.radians(h_deg))
+    l_ = (L + 0.3963377774 * a + 0.2158037573 * b) ** 3
+    m_ = (L - 0.1055613458 * a - 0.0638541728 * b) ** 3
+    s_ = (L - 0.0894841775 * a - 1.2914855480 * b) ** 3
+    rgb = (
+        4.0767416621 * l_ - 3.3077115913 * m_ + 0.2309699292 * s_,
+        -1.2684380046 * l_ + 2.6097574011 * m_ - 0.3413193965 * s_,
+        -0.0041960863 * l_ - 0.7034186147 * m_ + 1.7076147010 * s_,
+    )
+
+    def enc(c: float) -> int:
+        c = min(1.0, max(0.0, c))
+        c = 12.92 * c if c <= 0.0031308 else 1.055 * c ** (1 / 2.4) - 0.055
+        return round(c * 255)
+
+    return "#" + "".join(f"{enc(c):02x}" for c in rgb)
+
+
+def _scale() -> list[tuple[str, bool]]:
+    """(colour, dark) per level 1..N: even steps of OkLab lightness, so equal value steps look equal.
+
+    Level 1 already carries a clear tint, so weak activations are visible next to zero (white)."""
+    out = []
+    for k in range(1, N_LEVELS + 1):
+        t = (k - 1) / (N_LEVELS - 1)
+        L = 0.93 - 0.45 * t
+        out.append((_oklab_to_hex(L, 0.06 + 0.12 * t, 75 - 45 * t), L < 0.64))
+    return out
+
+
+SCALE = _scale()
+
+
+def level(value: float, vmax: float) -> int:
+    """0 for no activation, else 1..N in proportion to value / vmax."""
+    if not (value > 0) or not (vmax > 0):
+        return 0
+    return max(1, min(N_LEVELS, math.ceil(value / vmax * N_LEVELS)))
+
+
+def scale_css() -> str:
+    """CSS classes a1..aN for token backgrounds and chart fills, shared by every page."""
+    lines = []
+    for k, (colour, dark) in enumerate(SCALE, start=1):
+        text = "#fff" if dark else "#1a1a1a"
+        lines.append(f".tok .a{k}{{background:{colour};color:{text}}}")
+        lines.append(f"svg .a{k}{{fill:{colour}}}")
+        lines.append(f".sw.a{k}{{background:{colour}}}")
+    return "\n".join(lines) + "\n"
+
+
+def legend_html() -> Markup:
+    cells = "".join(f'<span class="sw a{k}"></span>' for k in range(1, N_LEVELS + 1))
+    return Markup(f'<span class="legend" aria-hidden="true">0 {cells} max</span>')
+
+
+def histogram_svg(bins: list[tuple], vmax: float, width: int = 640, height: int = 120) -> Markup:
+    """Bars of the nonzero-activation histogram, coloured like the tokens; counts on hover."""
+    if not bins:
+        return Markup('<p class="muted">No histogram stored.</p>')
+    pad_l, pad_b = 46, 18
+    plot_w, plot_h = width - pad_l - 4, height - pad_b - 4
+    counts = [int(b[3] or 0) for b in bins]
+    top = max(counts) or 1
+    bw = plot_w / len(bins)
+    parts = [
+        f'<svg class="hist" viewBox="0 0 {width} {height}" width="{width}" height="{height}" '
+        f'role="img" aria-label="Histogram of nonzero activations">'
+    ]
+    for i, (b, c) in enumerate(zip(bins, counts)):
+        lo, hi = float(b[1]), float(b[2])
+        h = plot_h * c / top
+        x = pad_l + i * bw
+        lev = level((lo + hi) / 2, vmax) or 1
+        parts.append(
+            f'<rect class="a{lev}" x="{x:.1f}" y="{4 + plot_h - h:.1f}" width="{max(bw - 1, 0.5):.1f}" '
+            f'height="{h:.1f}"><title>{escape(fmt(lo))} – {escape(fmt(hi))}: {c:,}</title></rect>'
+        )
+    y0 = 4 + plot_h
+    lo0, hi_last = float(bins[0][1]), float(bins[-1][2])
+    parts.append(f'<line x1="{pad_l}" y1="{y0}" x2="{width - 4}" y2="{y0}" class="axis"/>')
+    parts.append(f'<text x="{pad_l}" y="{height - 4}" class="tick">{escape(fmt(lo0))}</text>')
+    parts.append(
+        f'<text x="{width - 4}" y="{height - 4}" class="tick" text-anchor="end">{escape(fmt(hi_last))}</text>'
+    )
+    parts.append(f'<text x="{pad_l - 4}" y="12" class="tick" text-anchor="end">{top:,}</text>')
+    parts.append(f'<text x="{pad_l - 4}" y="{y0}" class="tick" text-anchor="end">0</text>')
+    parts.append("</svg>")
+    return Markup("".join(parts))
+
+
+def thumb_points_svg(xs, ys, cls: str, r: float) -> str:
+    """Circles for a small map; coordinates already in the 0..1000 viewBox, y pointing down."""
+    return "".join(f'<circle class="{cls}" cx="{x:.0f}" cy="{y:.0f}" r="{r}"/>' for x, y in zip(xs, ys))

@@ -1,0 +1,65 @@
+"""The one URL authority: every page's output path and every link between pages come from here.
+
+Paths are POSIX, relative to the site root. A link from page A to page B is `root_of(A) + B`, so the
+site works from `file://` and from any sub-folder of any static host.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import posixpath
+
+FEATURES_PER_SHARD = 1000
+
+
+class SiteUrls:
+    """Output paths of pages and content-hashed assets, and relative links between them."""
+
+    def __init__(self, shard_size: int = FEATURES_PER_SHARD):
+        self.shard_size = shard_size
+        self._assets: dict[str, str] = {}
+
+    # ---- pages ---------------------------------------------------------------------------
+    index = "index.html"
+    about = "about.html"
+
+    def feature(self, n: int) -> str:
+        # Folders of a thousand pages keep directory listings fast on every filesystem.
+        return f"features/{int(n) // self.shard_size}/{int(n)}.html"
+
+    def cluster(self, cluster_id: int) -> str:
+        return f"clusters/{int(cluster_id)}.html"
+
+    def index_with(self, fragment: str) -> str:
+        return f"{self.index}#{fragment}"
+
+    def js_config(self) -> dict:
+        """What the map's script needs to build feature and cluster links itself."""
+        return {"featureDir": "features/", "shardSize": self.shard_size, "clusterDir": "clusters/"}
+
+    # ---- assets --------------------------------------------------------------------------
+    def register_asset(self, name: str, content: bytes) -> str:
+        """Give `name` (e.g. 'static/atlas.css') a content-hashed path and remember it."""
+        digest = hashlib.sha256(content).hexdigest()[:12]
+        head, dot, ext = name.partition(".")
+        path = f"{head}-{digest}.{ext}" if dot else f"{name}-{digest}"
+        if name in self._assets and self._assets[name] != path:
+            raise ValueError(f"asset {name} registered twice with different content")
+        self._assets[name] = path
+        return path
+
+    def asset(self, name: str) -> str:
+        try:
+            return self._assets[name]
+        except KeyError:
+            raise KeyError(f"asset {name!r} was not registered before use") from None
+
+    # ---- links ---------------------------------------------------------------------------
+    @staticmethod
+    def root_of(page: str) -> str:
+        """The prefix that leads from `page` back to the site root ('' or '../../')."""
+        depth = posixpath.normpath(page).count("/")
+        return "../" * depth
+
+    def href(self, from_page: str, to_path: str) -> str:
+        return self.root_of(from_page) + to_path

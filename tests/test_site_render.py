@@ -1,0 +1,215 @@
+"""Rendering a small synthetic atlas: links resolve, output is deterministic, swaps are atomic."""
+
+from __future__ import annotations
+
+import hashlib
+import re
+from pathlib import Path
+
+import pytest
+
+from atlas.site import render_site
+from atlas.site.render import SiteRenderError
+from synthetic_store import make_synthetic_store
+
+ATTR_URL = re.compile(r'\s(?:href|src|action)="([^"]*)"')
+
+
+def local_targets(html: str) -> list[str]:
+    return ATTR_URL.findall(html)
+
+
+def resolve(page: Path, ref: str) -> Path | None:
+    """The file a relative link points to, or None for a pure fragment."""
+    ref = ref.split("#", 1)[0].split("?", 1)[0]
+    return (page.parent / ref).resolve() if ref else None
+
+
+@pytest.fixture(scope="module")
+def store(tmp_path_factory) -> Path:
+    return make_synthetic_store(tmp_path_factory.mktemp("store") / "atlas.duckdb", n_features=60, seed=1)
+
+
+@pytest.fixture(scope="module")
+def site(store, tmp_path_factory) -> Path:
+    out = tmp_path_factory.mktemp("site") / "site"
+    render_site(store, out)
+    return out
+
+
+def _digest(root: Path) -> dict[str, str]:
+    return {
+        str(p.relative_to(root)): hashlib.sha256(p.read_bytes()).hexdigest()
+        for p in sorted(root.rglob("*")) if p.is_file()
+    }
+
+
+def test_every_page_type_is_written(site):
+    assert (site / "index.html").is_file()
+    assert (site / "about.html").is_file()
+    assert len(list((site / "features").rglob("*.html"))) == 60
+    assert list((site / "clusters").glob("*.html"))
+    assert len(list((site / "static").glob("plotly-*.min.js"))) == 1
+
+
+def test_every_relative_link_resolves(site):
+    pages = sorted(site.rglob("*.html"))
+    checked = 0
+    for page in pages:
+        html = page.read_text(encoding="utf-8")
+        for ref in local_targets(html):
+            assert not re.match(r"^[a-z]+:|^//", ref), f"{page}: non-relative URL {ref!r}"
+            target = resolve(page, ref)
+            if target is not None:
+                assert target.is_file(), f"{page.relative_to(site)} links to missing {ref}"
+                checked += 1
+    assert checked > 60 * 5
+
+
+def test_nothing_points_outside_the_site(site):
+    for path in site.rglob("*"):
+        if path.suffix not in (".html", ".js", ".css", ".svg") or path.name.startswith("plotly-"):
+            continue
+        text = path.read_text(encoding="utf-8")
+        # The SVG namespace is an identifier, not a request.
+        text = text.replace('xmlns="http://www.w3.org/2000/svg"', "")
+        assert not re.search(r"https?://", text), f"{path.relative_to(site)} names an outside URL"
+
+
+def test_render_is_byte_identical(store, site, tmp_path):
+    again = tmp_path / "again"
+    render_site(store, again)
+    assert _digest(again) == _digest(site)
+
+
+def test_stats_are_reported(store, tmp_path):
+    stats = render_site(store, tmp_path / "s")
+    assert stats["n_pages"] == 60 + 2 + len(list((tmp_path / "s" / "clusters").glob("*.html")))
+    assert stats["bytes"] == sum(p.stat().st_size for p in (tmp_path / "s").rglob("*") if p.is_file())
+    assert stats["seconds"] > 0
+
+
+def test_failed_render_leaves_old_site(store, tmp_path):
+    out = tmp_path / "site"
+    render_site(store, out)
+    before = _digest(out)
+    broken = tmp_path / "broken_templates"
+    broken.mkdir()
+    (broken / "static").mkdir()
+    with pytest.raises(Exception):
+        render_site(store, out, templates_dir=broken)
+    assert _digest(out) == before
+    assert [p.name for p in tmp_path.iterdir() if ".tmp" in p.name] == []
+
+
+def test_rerender_replaces_site_in_place(store, tmp_path):
+    out = tmp_path / "site"
+    render_site(store, out)
+    (out / "stale.html").write_text("old")
+    render_site(store, out)
+    assert not (out / "stale.html").exists()
+    assert (out / "index.html").is_file()
+
+
+def test_refuses_to_replace_a_folder_that_is_not_a_site(store, tmp_path):
+    out = tmp_path / "precious"
+    out.mkdir()
+    (out / "thesis.tex").write_text("do not delete")
+    with pytest.raises(SiteRenderError):
+        render_site(store, out)
+    assert (out / "thesis.tex").read_text() == "do not delete"
+
+
+def test_feature_pages_stay_light(site):
+    biggest = max(p.stat().st_size for p in (site / "features").rglob("*.html"))
+    assert biggest < 300_000
+
+
+def test_dead_feature_page_says_so(store, site):
+    from atlas.store import Store
+
+    with Store(store, read_only=True) as s:
+        dead = s.query("SELECT feature FROM features WHERE NOT alive ORDER BY feature")["feature"].tolist()
+    assert dead, "the synthetic store should contain dead features"
+    html = next((site / "features").rglob(f"{dead[0]}.html")).read_text()
+    assert "This feature is dead" in html
+    assert "Top activations" not in html
+
+
+def test_no_unembedding_gives_a_sentence(tmp_path):
+    store = make_synthetic_store(tmp_path / "a.duckdb", n_features=20, has_unembedding=False)
+    out = tmp_path / "site"
+    render_site(store, out)
+    html = (out / "features" / "0" / "2.html").read_text()
+    assert "has no unembedding" in html
+    assert "promoted" not in html
+
+
+def test_bad_fvu_and_warnings_raise_a_banner(tmp_path):
+    store = make_synthetic_store(tmp_path / "a.duckdb", n_features=20, fvu=0.8, warnings=["hook mismatch <b>"])
+    out = tmp_path / "site"
+    render_site(store, out)
+    html = (out / "index.html").read_text()
+    assert 'class="warn"' in html
+    assert "FVU is 0.8" in html
+    assert "hook mismatch &lt;b&gt;" in html
+
+
+def test_good_atlas_has_no_banner(site):
+    assert 'class="warn"' not in (site / "index.html").read_text()
+
+
+def test_interval_sections_run_high_to_low(site):
+    html = (site / "features" / "0" / "3.html").read_text()
+    section = html.split("<h2>Interval samples</h2>", 1)[1].split("<h2>", 1)[0]
+    lows = [float(m) for m in re.findall(r"<h3>([0-9.e+-]+) – ", section)]
+    assert len(lows) >= 2 and lows == sorted(lows, reverse=True)
+    assert "of activations" in section
+    assert html.index("Top activations") < html.index("Interval samples") < html.index("Random samples")
+
+
+def test_cluster_page_links_parent_children_and_members(site):
+    pages = sorted((site / "clusters").glob("*.html"), key=lambda p: int(p.stem))
+    top = pages[0].read_text()
+    assert "Sub-clusters" in top and "Members by density" in top
+    densities = [float(x) for x in re.findall(r"<td>([0-9.e+-]+)%</td>", top)]
+    assert densities == sorted(densities, reverse=True)
+    leaf = pages[-1].read_text()
+    assert "Part of <a href=" in leaf
+    assert "svg class=\"thumb\"" in leaf
+
+
+def test_about_page_has_provenance(site):
+    html = (site / "about.html").read_text()
+    for needle in ("blocks.6.hook_resid_post", "0123456789abcdef", "saelens", "fedcba9876543210",
+                   "2025-01-02T03:04:05Z", "harvest", "duckdb"):
+        assert needle in html
+
+
+def test_rendering_never_imports_torch_or_the_model(store, tmp_path):
+    import subprocess
+    import sys
+
+    code = (
+        "import sys; from pathlib import Path; from atlas.site import render_site; "
+        f"render_site(Path({str(store)!r}), Path({str(tmp_path / 'site')!r})); "
+        "bad = [m for m in ('torch', 'transformers', 'atlas.models', 'atlas.harvest') if m in sys.modules]; "
+        "assert not bad, bad"
+    )
+    subprocess.run([sys.executable, "-c", code], check=True, cwd=Path(__file__).resolve().parents[1])
+
+
+def test_sparse_store_still_renders(tmp_path):
+    """A store with no clusters, labels, logits or info facts still gives a working site."""
+    from atlas.store import Store
+
+    path = make_synthetic_store(tmp_path / "a.duckdb", n_features=12)
+    with Store(path) as s:
+        for table in ("clusters", "cluster_members", "labels", "logits", "atlas_info", "neighbours"):
+            s.con.execute(f"DELETE FROM {table}")
+        s.con.execute("UPDATE features SET cluster_id = NULL, label = NULL")
+    out = tmp_path / "site"
+    stats = render_site(path, out)
+    assert stats["n_pages"] == 12 + 2
+    pages = [p.read_text() for p in (out / "features" / "0").glob("*.html")]
+    assert any("Unlabelled feature" in html and "Top activations" in html for html in pages)
