@@ -51,8 +51,13 @@ def _content_rows(corpus: TokenizedCorpus, hidden: torch.Tensor, seq_ids: np.nda
     return Batch(torch.cat(rows).float(), np.concatenate(tix), np.concatenate(sid))
 
 
+def length_order(corpus: TokenizedCorpus) -> np.ndarray:
+    """Sequence ids sorted by length (stable), so batches hold sequences of one length and pad little."""
+    return np.argsort(np.diff(corpus.seq_starts), kind="stable")
+
+
 def stream_from_model(model, corpus: TokenizedCorpus, batch_tokens: int, seq_subset: np.ndarray | None = None) -> Iterator[Batch]:
-    """Run the model over the corpus (or the listed sequences), yielding hook activations per batch."""
+    """Run the model over the corpus (or the listed sequences, in that order), yielding hook activations per batch."""
     pad = model.tokenizer.pad_token_id
     if pad is None:
         pad = model.tokenizer.eos_token_id if model.tokenizer.eos_token_id is not None else 0
@@ -91,7 +96,7 @@ class ActivationCache:
         self.folder.mkdir(parents=True, exist_ok=True)
         tmp = self.path.with_suffix(".npy.tmp")
         out = np.lib.format.open_memmap(tmp, mode="w+", dtype=np.float32, shape=(corpus.n_tokens, d))
-        for batch in stream_from_model(model, corpus, batch_tokens):
+        for batch in stream_from_model(model, corpus, batch_tokens, length_order(corpus)):
             out[batch.token_index] = batch.x.numpy()
             if progress:
                 progress(len(batch.token_index))

@@ -39,6 +39,18 @@ def _coact_matrix(store: Store, n: int) -> sp.csr_matrix | None:
     return sp.csr_matrix(m.maximum(m.T))  # top partners kept per row: symmetrise what either side kept
 
 
+def import_explanations(path: Path) -> pd.DataFrame:
+    """Explanations from a Neuronpedia export or a delphi run, told apart by their layout."""
+    from atlas.errors import ConfigError
+
+    if not path.exists():
+        raise ConfigError(f"[analysis] explanations: {path} does not exist")
+    names = {p.name for p in path.rglob("*")} if path.is_dir() else {path.name}
+    if any(n.startswith("batch-") for n in names) or path.name.endswith((".jsonl", ".jsonl.gz")):
+        return explanations.import_neuronpedia(path)
+    return explanations.import_delphi(path)
+
+
 def run_analysis(store: Store, W_dec: np.ndarray, cfg: Config, labels_file: Path | None, log=print) -> tuple[str, dict]:
     """Neighbours, labels, basis choice, hierarchy with names and coherence, layout; returns (note, timings)."""
     a = cfg.analysis
@@ -135,6 +147,11 @@ def run_analysis(store: Store, W_dec: np.ndarray, cfg: Config, labels_file: Path
                            "text": [auto[r] for r in rows], "score": np.nan})
     extra = [pd.DataFrame({"feature": np.array(list(feature_over), np.int32), "source": "user",
                            "text": list(feature_over.values()), "score": np.nan})] if feature_over else []
+    for ref in a.explanations:
+        imported = import_explanations(cfg.resolve(ref))
+        imported = imported[(imported["feature"] >= 0) & (imported["feature"] < F)]
+        log(f"  imported {len(imported):,} explanations from {ref}")
+        extra.append(imported.astype({"feature": np.int32}))
     store.replace_table("labels", pd.concat([labels, *extra], ignore_index=True))
     timings["names_s"] = time.perf_counter() - t
 

@@ -32,6 +32,63 @@ def _build(args) -> int:
     return 0
 
 
+def _search(args) -> int:
+    from atlas.tools import open_atlas, search
+
+    with open_atlas(args.atlas) as store:
+        hits = search(store, args.query, limit=args.limit)
+    if not hits:
+        print(f"no feature matches {args.query!r}")
+        return 1
+    for h in hits:
+        print(f"{h.feature:>7}  {h.label[:60]:<60}  [{h.why}]  {h.page}")
+    return 0
+
+
+def _inspect(args) -> int:
+    from atlas.tools import inspect_text, open_atlas
+
+    with open_atlas(args.atlas) as store:
+        rows = inspect_text(store, args.text, top=args.top)
+        site = store.info().get("site_dir_abs", "")
+    if not rows:
+        print("no feature fires on this text")
+        return 1
+    print(f"{'feature':>7}  {'max':>8}  {'tokens':>6}  {'at token':<14} label  (page under {site})")
+    for r in rows:
+        print(f"{r['feature']:>7}  {r['max']:>8.3f}  {r['n_tokens']:>6}  {r['token'][:14]!r:<14} {r['label'][:50]}  {r['page']}")
+    return 0
+
+
+def _serve(args) -> int:
+    from atlas.tools import open_atlas, serve
+
+    target = Path(args.atlas)
+    if (target / "index.html").is_file():
+        site = target
+    else:
+        with open_atlas(target) as store:
+            site = Path(store.info().get("site_dir_abs", "site"))
+    serve(site, args.port)
+    return 0
+
+
+def _export(args) -> int:
+    from atlas.tools import export_neuronpedia, export_parquet, open_atlas
+
+    if not (args.parquet or args.neuronpedia):
+        print("error: give --parquet DIR and/or --neuronpedia DIR", file=sys.stderr)
+        return 2
+    with open_atlas(args.atlas) as store:
+        if args.parquet:
+            files = export_parquet(store, Path(args.parquet))
+            print(f"wrote {len(files)} Parquet files to {args.parquet}")
+        if args.neuronpedia:
+            root = export_neuronpedia(store, Path(args.neuronpedia))
+            print(f"wrote a Neuronpedia export to {root}")
+    return 0
+
+
 def main(argv: list[str] | None = None) -> int:
     os.environ.setdefault("HF_HUB_OFFLINE", "1")
     os.environ.setdefault("TRANSFORMERS_OFFLINE", "1")
@@ -41,6 +98,25 @@ def main(argv: list[str] | None = None) -> int:
     b.add_argument("config", nargs="?", help="the TOML config (default: the embedded demo)")
     b.add_argument("--full", action="store_true", help="demo only: ~1M tokens instead of ~300k")
     b.set_defaults(func=_build)
+    s = sub.add_parser("search", help="find features by label, top token, explanation or cluster name")
+    s.add_argument("atlas", help="the atlas's .duckdb file (or its TOML config)")
+    s.add_argument("query")
+    s.add_argument("--limit", type=int, default=20)
+    s.set_defaults(func=_search)
+    i = sub.add_parser("inspect", help="run the model and SAE on some text and list the features that fire most")
+    i.add_argument("atlas")
+    i.add_argument("text")
+    i.add_argument("--top", type=int, default=15)
+    i.set_defaults(func=_inspect)
+    v = sub.add_parser("serve", help="preview the site on localhost (it also works straight from disk)")
+    v.add_argument("atlas", help="the .duckdb file, its TOML config, or the site folder")
+    v.add_argument("--port", type=int, default=8000)
+    v.set_defaults(func=_serve)
+    e = sub.add_parser("export", help="export the store as Parquet or in Neuronpedia's export layout")
+    e.add_argument("atlas")
+    e.add_argument("--parquet", metavar="DIR")
+    e.add_argument("--neuronpedia", metavar="DIR")
+    e.set_defaults(func=_export)
     args = parser.parse_args(argv)
     try:
         return args.func(args)

@@ -90,6 +90,9 @@ class AnalysisSection:
     umap_sample_above: int = 50_000
     exact_neighbours_up_to: int = 65_536
     labels_file: str = ""
+    # Explanations written elsewhere, kept beside the automatic labels: Neuronpedia export folders/files
+    # and delphi run folders (detected by their layout).
+    explanations: list[str] = field(default_factory=list)
 
 
 @dataclass

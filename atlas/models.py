@@ -24,7 +24,9 @@ _NOT_YET = object()
 def load_model(path: str | Path, hook: str, device: str = "cpu") -> ModelAdapter:
     """Load tokenizer and model from a local folder (never the hub), float32, eval mode, resolved at `hook`."""
     from transformers import AutoConfig, AutoModel, AutoModelForCausalLM, AutoTokenizer
+    from transformers.utils import logging as hf_logging
 
+    hf_logging.disable_progress_bar()  # the build prints its own progress
     folder = Path(path).expanduser()
     if not folder.is_dir():
         raise ModelError(

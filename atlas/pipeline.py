@@ -16,7 +16,8 @@ import numpy as np
 
 import atlas
 from atlas import tables
-from atlas.activations import ActivationCache, model_identity, sample_sequences, stream_from_array, stream_from_model
+from atlas.activations import (ActivationCache, length_order, model_identity, sample_sequences, stream_from_array,
+                               stream_from_model)
 from atlas.config import Config
 from atlas.corpus import TokenizedCorpus, files_hash, iter_documents, special_tokens, tokenize
 from atlas.errors import AtlasError, ConfigError, DimensionError
@@ -258,9 +259,13 @@ class Build:
         if self.acts is not None:
             yield from stream_from_array(self.acts, corpus, self.cfg.model.batch_tokens, start_seq)
             return
-        remaining = np.arange(start_seq, corpus.n_sequences)
+        # Without a cache, sequences go through the model shortest first (little padding); the checkpoint
+        # position counts sequences in that order.
+        remaining = length_order(corpus)[start_seq:]
+        done = start_seq
         for batch in stream_from_model(self.model, corpus, self.cfg.model.batch_tokens, remaining):
-            yield int(batch.seq_id[-1]) + 1, batch
+            done += len(np.unique(batch.seq_id))
+            yield done, batch
 
     def _harvest(self, corpus: TokenizedCorpus) -> str:
         from atlas.harvest import Harvester
@@ -284,7 +289,8 @@ class Build:
 
         n_batches = 0
         with self._bar(corpus.n_tokens, "harvest") as bar, torch.inference_mode():
-            bar.update(int(corpus.seq_starts[start]))
+            lengths = np.diff(corpus.seq_starts)
+            bar.update(int(lengths[:start].sum() if self.acts is not None else lengths[length_order(corpus)[:start]].sum()))
             for next_seq, batch in self._encoded_batches(corpus, start):
                 f = self.sae.encode(batch.x)
                 harvester.update(f, batch.token_index, batch.seq_id)
@@ -379,6 +385,8 @@ class Build:
         sae = self.sae
         self.store.set_info(
             title=cfg.atlas.title, model=self.model.name, model_path=str(cfg.model.path), hook=self.hook,
+            model_path_abs=str(cfg.resolve(cfg.model.path).resolve()), sae_path_abs=str(cfg.resolve(cfg.sae.path).resolve()),
+            site_dir_abs=str(self.site_dir.resolve()), sae_input_scale=float(sae.input_norm.scale),
             hook_description=self.model.hook_spec.description, sae_path=str(cfg.sae.path), sae_hash=sae.content_hash(),
             sae_format=sae.format, sae_convention=sae.convention, d_in=sae.d_in, d_sae=sae.d_sae,
             corpus=self.corpus_description(), corpus_hash=self.corpus_hash, n_sequences=corpus.n_sequences,

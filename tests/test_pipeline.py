@@ -216,3 +216,46 @@ def test_failed_build_leaves_no_site_behind(bad):
     with pytest.raises(AtlasError):
         _build(bad, sae__path="nowhere")
     assert not (bad / "site" / "index.html").exists()
+
+
+# ---- tools over a built atlas -------------------------------------------------------------------
+
+
+def test_search_finds_a_feature_by_its_label(built):
+    from atlas.tools import open_atlas, search
+
+    root, _ = built
+    with open_atlas(root / "atlas.duckdb") as store:
+        feats = store.table("features", order_by="feature")
+        target = feats[feats["alive"]].iloc[0]
+        word = target["label"].split(" · ")[0].strip()
+        hits = search(store, word, limit=200)
+    assert target["feature"] in [h.feature for h in hits]
+    assert all(h.page.startswith("features/") for h in hits)
+
+
+def test_exports_round_trip_through_our_importer(built, tmp_path):
+    import pandas as pd
+
+    from atlas.analysis.explanations import import_neuronpedia
+    from atlas.tools import export_neuronpedia, export_parquet, open_atlas
+
+    root, _ = built
+    with open_atlas(root / "atlas.duckdb") as store:
+        files = export_parquet(store, tmp_path / "pq")
+        labels = store.table("labels")
+        folder = export_neuronpedia(store, tmp_path / "np")
+    assert pd.read_parquet(tmp_path / "pq" / "features.parquet").shape[0] == D_SAE
+    assert len(files) >= 10
+    back = import_neuronpedia(folder)
+    assert sorted(zip(back["feature"], back["text"])) == sorted(zip(labels["feature"], labels["text"]))
+
+
+def test_inspect_lists_features_that_fire_on_text(built):
+    from atlas.tools import inspect_text, open_atlas
+
+    root, _ = built
+    with open_atlas(root / "atlas.duckdb") as store:
+        rows = inspect_text(store, "the quick brown fox explains every token", top=5)
+    assert rows and all(r["max"] > 0 for r in rows)
+    assert rows == sorted(rows, key=lambda r: -r["max"])

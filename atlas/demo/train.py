@@ -36,7 +36,7 @@ def train_topk_sae(
     g = torch.Generator().manual_seed(seed)
     n, d_in = acts.shape
     aux_k = aux_k or min(d_in // 2, d_sae)
-    data = torch.from_numpy(np.ascontiguousarray(acts, dtype=np.float32))
+    data = torch.from_numpy(np.array(acts, dtype=np.float32))
     W_dec = _unit_rows(torch.randn(d_sae, d_in, generator=g))
     W_enc = W_dec.T.clone().contiguous()
     b_enc = torch.zeros(d_sae)

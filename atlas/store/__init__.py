@@ -100,6 +100,18 @@ class Store:
     def count(self, name: str) -> int:
         return self.con.execute(f"SELECT count(*) FROM {name}").fetchall()[0][0]
 
+    def export_parquet(self, folder: Path) -> list[Path]:
+        """Write every table to FOLDER/<table>.parquet."""
+        folder = Path(folder)
+        folder.mkdir(parents=True, exist_ok=True)
+        out = []
+        for name in TABLES:
+            path = folder / f"{name}.parquet"
+            escaped = str(path).replace("'", "''")
+            self.con.execute(f"COPY (SELECT * FROM {name}) TO '{escaped}' (FORMAT parquet)").fetchall()
+            out.append(path)
+        return out
+
     # ---- stage bookkeeping --------------------------------------------------------------
     def stage_hash(self, stage: str) -> str | None:
         rows = self.con.execute("SELECT input_hash FROM stages WHERE stage = ?", [stage]).fetchall()
