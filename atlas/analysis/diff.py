@@ -4,8 +4,9 @@ Features are compared by decoder direction (cosine of unit rows). The method, in
 
 1. Candidates. Each live row's `top` nearest rows in the other dictionary, exact, in float32 blocks of
    A rows against all of B (rows of a block give A→B, its columns update a running B→A top list), so
-   no Fa×Fb matrix is ever held. Candidate cosines are then recomputed per pair in float64, so a
-   pair's score does not depend on which block it was found in.
+   no Fa×Fb matrix is ever held; ties follow `decoder_neighbours`' grid and go to the smaller index.
+   Candidate cosines are then recomputed per pair in float64, so a pair's score does not depend on
+   which block it was found in.
 2. One-to-one matches. Maximum total cosine over candidate pairs with cosine ≥ `match_threshold`
    (pairs below it can never be reported as matched, so they are dropped before assigning). The
    Hungarian method (`linear_sum_assignment`) runs per connected component of that sparse graph on a
