@@ -66,7 +66,10 @@ def stream_from_model(model, corpus: TokenizedCorpus, batch_tokens: int, seq_sub
         hidden = model.activations(torch.from_numpy(ids), torch.from_numpy(mask))
         batch = _content_rows(sub, hidden, seqs)
         if seq_subset is not None:
-            batch = Batch(batch.x, batch.token_index, seq_subset[batch.seq_id])
+            # back from positions in the subset to global token indices and sequence ids
+            global_seq = seq_subset[batch.seq_id]
+            offset = batch.token_index - sub.seq_starts[batch.seq_id]
+            batch = Batch(batch.x, corpus.seq_starts[global_seq] + offset, global_seq)
         yield batch
 
 

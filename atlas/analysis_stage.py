@@ -69,16 +69,23 @@ def run_analysis(store: Store, W_dec: np.ndarray, cfg: Config, labels_file: Path
     t = time.perf_counter()
     examples = _examples_by_feature(store, F)
     auto = an.feature_labels(examples)
-    docs = an.context_docs(_examples_by_feature(store, F, kinds=("top", "interval")))
+    sampled = _examples_by_feature(store, F, kinds=("top", "interval"))
+    docs = an.context_docs(sampled)  # words around the activations: what the context basis reads
+    # Names read only the words a feature fires on: the words around them are mostly the corpus's
+    # boilerplate ("genus", "used", "having" in WordNet glosses) and swamped names measured on the demo.
+    focus_docs = an.context_docs(sampled, radius=0)
     timings["labels_s"] = time.perf_counter() - t
 
     coact = _coact_matrix(store, F)
     t = time.perf_counter()
-    choice = an.choose_basis(W_dec, alive, coact, docs, levels=a.cluster_levels, seed=seed)
-    basis = choice.best if a.cluster_basis == "auto" else a.cluster_basis
-    hierarchy = choice.hierarchies.get(basis)
-    vectors = an.feature_vectors(basis, W_dec, alive, coact, docs, seed)
-    if hierarchy is None:
+    scores: dict[str, float] = {}
+    if a.cluster_basis == "auto":
+        choice = an.choose_basis(W_dec, alive, coact, docs, levels=a.cluster_levels, seed=seed)
+        basis, hierarchy, scores = choice.best, choice.hierarchies[choice.best], choice.scores
+        vectors = an.feature_vectors(basis, W_dec, alive, coact, docs, seed)
+    else:
+        basis = a.cluster_basis
+        vectors = an.feature_vectors(basis, W_dec, alive, coact, docs, seed)
         hierarchy = an.build_hierarchy(vectors, a.cluster_levels, seed)
     timings["clusters_s"] = time.perf_counter() - t
 
@@ -89,8 +96,7 @@ def run_analysis(store: Store, W_dec: np.ndarray, cfg: Config, labels_file: Path
     timings["layout_s"] = time.perf_counter() - t
 
     t = time.perf_counter()
-    alive_docs = [docs[r] for r in rows]
-    names = an.hierarchy_names(hierarchy, alive_docs)
+    names = an.hierarchy_names(hierarchy, [focus_docs[r] for r in rows])
     feature_over, cluster_over = explanations.load_overrides(labels_file) if labels_file else ({}, {})
     resolved, unused = explanations.resolve_cluster_overrides(cluster_over, rows, hierarchy)
     if unused:
@@ -155,9 +161,9 @@ def run_analysis(store: Store, W_dec: np.ndarray, cfg: Config, labels_file: Path
     store.replace_table("labels", pd.concat([labels, *extra], ignore_index=True))
     timings["names_s"] = time.perf_counter() - t
 
-    store.set_info(cluster_basis=basis, basis_scores={k: round(v, 4) for k, v in choice.scores.items()},
+    store.set_info(cluster_basis=basis, basis_scores={k: round(v, 4) for k, v in scores.items()},
                    cluster_levels=[len(p) for p in hierarchy.parents], umap_timings=umap_t)
-    scores = ", ".join(f"{k} {v:.2f}" for k, v in choice.scores.items())
-    note = (f"basis {basis} (scores: {scores}); {', '.join(str(len(p)) for p in hierarchy.parents)} clusters per level; "
+    measured = f" (scores: {', '.join(f'{k} {v:.2f}' for k, v in scores.items())})" if scores else ""
+    note = (f"basis {basis}{measured}; {', '.join(str(len(p)) for p in hierarchy.parents)} clusters per level; "
             f"UMAP compile {umap_t.get('compile_s', 0):.0f} s + fit {umap_t.get('fit_s', 0):.0f} s")
     return note, {k: round(v, 3) for k, v in timings.items()}

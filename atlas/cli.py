@@ -25,8 +25,8 @@ def _build(args) -> int:
     print(f"Building the atlas from {path}")
     report = build(cfg)
     print(f"Done in {time.perf_counter() - t0:.1f} s.")
-    print(f"  site:  {report.site / 'index.html'}  (open it straight from disk)")
-    print(f"  store: {report.store}")
+    print(f"  site:  {(report.site / 'index.html').resolve()}  (open it straight from disk)")
+    print(f"  store: {report.store.resolve()}")
     for w in report.warnings:
         print(f"  WARNING: {w}")
     return 0

@@ -129,8 +129,9 @@ class Build:
             raise ConfigError(f"{cfg.source}: [sae] path is not set; point it at your SAE file or folder")
         if not cfg.model.path:
             raise ConfigError(f"{cfg.source}: [model] path is not set; point it at a Hugging Face model folder")
-        if not cfg.corpus.files:
-            raise ConfigError(f"{cfg.source}: [corpus] files is empty; list .txt or .jsonl files")
+        if not cfg.corpus.files and not cfg.corpus.activations:
+            raise ConfigError(f"{cfg.source}: [corpus] files is empty; list .txt or .jsonl files "
+                              "(or give precomputed [corpus] activations)")
 
     def _load_sae(self) -> None:
         from atlas.saes import load_sae_candidates
@@ -177,6 +178,8 @@ class Build:
     def _tokens(self) -> TokenizedCorpus:
         cfg = self.cfg
         t0 = time.perf_counter()
+        if cfg.corpus.activations:
+            return self._precomputed(t0)
         files = [cfg.resolve(f) for f in cfg.corpus.files]
         prefix, suffix = special_tokens(self.model.tokenizer, self.model.is_causal, self._prepend_bos())
         key = _hash(files_hash(files), model_identity(cfg.resolve(cfg.model.path)), cfg.section_dict("corpus"),
@@ -198,10 +201,33 @@ class Build:
         self._stage("tokens", status, t0, f"{corpus.n_tokens:,} tokens in {corpus.n_sequences:,} sequences")
         return corpus
 
+    def _precomputed(self, t0: float) -> TokenizedCorpus:
+        """Tokens and activations a user computed elsewhere: the model is never run on the corpus."""
+        from atlas.activations import load_precomputed
+
+        path = self.cfg.resolve(self.cfg.corpus.activations)
+        if not path.exists():
+            raise ConfigError(f"[corpus] activations: {path} does not exist")
+        acts, toks, starts = load_precomputed(path)
+        d_in = self.sae_candidates[0].d_in if self.sae_candidates else acts.shape[1]
+        if acts.shape[1] != d_in:
+            raise DimensionError(f"{path}: activations are {acts.shape[1]} wide but the SAE reads {d_in}; "
+                                 "they come from another layer or model")
+        starts = np.array([0, len(toks)], dtype=np.int64) if starts is None else starts
+        corpus = TokenizedCorpus(toks.astype(np.int32), starts.astype(np.int64), [], [])
+        self.acts = acts
+        self.tokens_key = self.corpus_hash = files_hash([p for p in sorted(path.rglob("*")) if p.is_file()] if path.is_dir() else [path])
+        self._stage("tokens", "read", t0, f"{corpus.n_tokens:,} precomputed tokens in {corpus.n_sequences:,} sequences")
+        return corpus
+
     def _activations(self, corpus: TokenizedCorpus) -> None:
         """Cache hook activations on disk when allowed, so a retrained SAE skips the model."""
         cfg = self.cfg
         t0 = time.perf_counter()
+        if cfg.corpus.activations:
+            self.acts_key = _hash(self.tokens_key, "precomputed")
+            self._stage("activations", "read", t0, f"precomputed, {self.acts.shape[0]:,} x {self.acts.shape[1]}")
+            return
         self.acts_key = _hash(self.tokens_key, model_identity(cfg.resolve(cfg.model.path)), self.hook,
                               STAGE_VERSIONS["activations"])
         need = corpus.n_tokens * self.model.d_hook * 4
@@ -278,6 +304,7 @@ class Build:
             self._stage("harvest", "reused", t0)
             return key
         ckpt = self.cache_dir / f"harvest-{key}.ckpt.npz"
+        ckpt.parent.mkdir(parents=True, exist_ok=True)
         harvester, start = Harvester(self.sae.d_sae, cfg.harvest, seed=cfg.atlas.seed), 0
         if ckpt.is_file():
             with np.load(ckpt, allow_pickle=False) as z:

@@ -152,6 +152,7 @@ def test_rebuild_reuses_unchanged_stages_and_follows_a_replaced_sae(built, works
     with Store(root / "atlas.duckdb", read_only=True) as s:
         assert s.info()["sae_hash"] != old_hash
     write_sae(root / "sae", load_sae(root / "sae").d_in, seed=1)
+    build(load_config(root / "atlas.toml"), log=lambda *a: None, progress=False)  # later tests read this store
 
 
 # ---- bad input: one clear error naming the file and the fix; nothing complete-looking left behind ----
@@ -259,3 +260,91 @@ def test_inspect_lists_features_that_fire_on_text(built):
         rows = inspect_text(store, "the quick brown fox explains every token", top=5)
     assert rows and all(r["max"] > 0 for r in rows)
     assert rows == sorted(rows, key=lambda r: -r["max"])
+
+
+def test_precomputed_activations_skip_the_model_pass(built, tmp_path):
+    root, _ = built
+    with Store(root / "atlas.duckdb", read_only=True) as s:
+        n_tokens = s.info()["n_tokens"]
+    cache = root / "cache"
+    acts = np.load(next(cache.glob("acts-*.npy")))
+    from atlas.corpus import TokenizedCorpus
+
+    corpus = TokenizedCorpus.load(next(cache.glob("tokens-*.npz")))
+    np.savez(tmp_path / "acts.npz", activations=acts, tokens=corpus.tokens, seq_starts=corpus.seq_starts)
+    for name in ("model", "sae"):
+        (tmp_path / name).symlink_to(root / name)
+    (tmp_path / "corpus.jsonl").write_text("")
+    report = _build(tmp_path, corpus__activations="acts.npz", corpus__files=[])
+    status = {s.name: s.status for s in report.stages}
+    assert status["activations"] == "read"
+    with Store(tmp_path / "atlas.duckdb", read_only=True) as s, Store(root / "atlas.duckdb", read_only=True) as ref:
+        assert s.info()["n_tokens"] == n_tokens
+        q = "SELECT feature, kind, bucket, rank, value FROM examples ORDER BY ALL"
+        assert s.query(q).equals(ref.query(q))
+
+
+def test_a_killed_harvest_resumes_to_the_same_store(workspace, tmp_path):
+    import os
+    import signal
+    import subprocess
+    import sys
+    import time
+
+    for name in ("model", "sae", "corpus.jsonl"):
+        (tmp_path / name).symlink_to(workspace / name)
+    # no activation cache: the harvest runs the model itself, slowly enough to be killed mid-way
+    path = write_config(tmp_path, atlas__cache_max_gb=0.0, model__batch_tokens=64, harvest__checkpoint_every=1)
+    env = {**os.environ, "PYTHONPATH": str(Path(__file__).resolve().parent.parent)}
+    proc = subprocess.Popen([sys.executable, "-m", "atlas.cli", "build", str(path)], env=env,
+                            stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+    deadline = time.time() + 300
+    while time.time() < deadline and not list((tmp_path / "cache").glob("harvest-*.ckpt.npz")):
+        time.sleep(0.05)
+    assert list((tmp_path / "cache").glob("harvest-*.ckpt.npz")), "no checkpoint was written"
+    proc.send_signal(signal.SIGKILL)
+    proc.wait()
+    resumed = build(load_config(path), log=lambda *a: None, progress=False)
+    assert {s.name: s.status for s in resumed.stages}["harvest"] == "computed"
+    (tmp_path / "site").rename(tmp_path / "site-resumed")
+    (tmp_path / "atlas.duckdb").rename(tmp_path / "resumed.duckdb")
+    build(load_config(path), log=lambda *a: None, progress=False)
+    q = ("SELECT feature, kind, bucket, rank, seq, pos, value, token_ids, acts FROM examples ORDER BY ALL")
+    with Store(tmp_path / "resumed.duckdb", read_only=True) as a, Store(tmp_path / "atlas.duckdb", read_only=True) as b:
+        assert a.query(q).equals(b.query(q))
+        for t in ("features", "histograms", "intervals", "coactivation"):
+            assert a.table(t).sort_values(list(a.table(t).columns[:2])).reset_index(drop=True).equals(
+                b.table(t).sort_values(list(b.table(t).columns[:2])).reset_index(drop=True)), t
+
+
+# ---- an atlas builds from every supported format --------------------------------------------------
+
+import sae_writers as W  # noqa: E402
+
+FORMAT_WRITERS = {
+    "saelens-jumprelu": lambda p, d: (W.write_saelens(p, "jumprelu", d_in=d), p)[1],
+    "saelens-v3-topk": lambda p, d: (W.write_saelens(p, "topk", era="v3", d_in=d, k=4), p)[1],
+    "gemmascope-1": lambda p, d: (W.write_gemmascope1(p, d_in=d), p)[1],
+    "gemmascope-2": lambda p, d: (W.write_gemmascope2(p, d_in=d), p)[1],
+    "sparsify": lambda p, d: (W.write_sparsify(p / "h.1", d_in=d), p / "h.1")[1],
+    "openai": lambda p, d: (W.write_openai(p / "1.pt", d_in=d), p / "1.pt")[1],
+    "dictionary_learning": lambda p, d: (W.write_dictionary_learning(p, "AutoEncoderTopK", d=d), p)[1],
+    "llamascope": lambda p, d: (W.write_llamascope_v1(p, d=d), p)[1],
+    "goodfire": lambda p, d: (W.write_goodfire(p / "sae.pth", d=d), p / "sae.pth")[1],
+}
+
+
+@pytest.mark.parametrize("fmt", sorted(FORMAT_WRITERS))
+def test_an_atlas_builds_from_every_format(fmt, workspace, tmp_path):
+    for name in ("model", "corpus.jsonl"):
+        (tmp_path / name).symlink_to(workspace / name)
+    d = load_model(workspace / "model", "blocks.1.hook_resid_post").d_hook
+    sae_path = FORMAT_WRITERS[fmt](tmp_path / "sae-files", d)
+    report = _build(tmp_path, sae__path=str(sae_path), sae__hook="blocks.1.hook_resid_post",
+                    corpus__max_tokens=800, analysis__cluster_levels=[2, 4])
+    assert (tmp_path / "site" / "index.html").is_file()
+    with Store(tmp_path / "atlas.duckdb", read_only=True) as s:
+        info = s.info()
+        assert info["sae_format"] == fmt.split("-")[0]
+        assert s.count("features") == info["d_sae"] and np.isfinite(info["fvu"])
+    assert {st.name for st in report.stages} >= {"harvest", "analysis", "site"}

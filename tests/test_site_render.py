@@ -111,6 +111,22 @@ def test_rerender_replaces_site_in_place(store, tmp_path):
     assert (out / "index.html").is_file()
 
 
+def test_unchanged_files_keep_their_timestamps(store, tmp_path):
+    import os
+
+    out = tmp_path / "site"
+    render_site(store, out)
+    past = 1_600_000_000_000_000_000
+    files = [p for p in out.rglob("*") if p.is_file()]
+    for p in files:
+        os.utime(p, ns=(past, past))
+    changed = out / "about.html"
+    changed.write_text(changed.read_text() + "<!-- edited -->")
+    render_site(store, out)
+    assert all((out / p.relative_to(out)).stat().st_mtime_ns == past for p in files if p != changed)
+    assert changed.stat().st_mtime_ns != past
+
+
 def test_refuses_to_replace_a_folder_that_is_not_a_site(store, tmp_path):
     out = tmp_path / "precious"
     out.mkdir()

@@ -62,6 +62,7 @@ class NeighbourRow:
     label: str
     score: str
     href: str
+    example: tuple[str, str, str]  # before, focus token, after: the neighbour's strongest context
 
 
 @dataclass(frozen=True)
@@ -258,7 +259,8 @@ def build_feature_page(model: SiteModel, urls: SiteUrls, n: int, data: FeatureDa
     nb_rows = data.neighbours.get(n, [])
     for kind, (title, explain) in _NEIGHBOUR_KINDS.items():
         rows = tuple(
-            NeighbourRow(int(o), model.feature_label(int(o)), fmt(s, 3), urls.href(page, urls.feature(int(o))))
+            NeighbourRow(int(o), model.feature_label(int(o)), fmt(s, 3), urls.href(page, urls.feature(int(o))),
+                         model.snippets.get(int(o), ("", "", "")))
             for k, _rank, o, s in nb_rows if k == kind and o is not None and 0 <= int(o) < model.n_features
         )
         groups.append(NeighbourGroup(title, explain, rows))
@@ -369,9 +371,10 @@ def build_cluster_page(model: SiteModel, urls: SiteUrls, cid: int, thumb_xy: dic
 def _recon_stats(info: dict) -> tuple[Stat, ...]:
     fvu = info.get("fvu")
     return (
-        Stat("FVU", fmt(fvu, 3), "fraction of variance unexplained"),
+        Stat("FVU", fmt(fvu, 3), f"fraction of variance unexplained, on {fmt(info.get('recon_tokens'))} tokens"),
         Stat("L0", fmt(info.get("l0"), 4), "active features per token"),
-        Stat("dead", pct(info.get("dead_share")) if info.get("dead_share") is not None else "–", "of features"),
+        Stat("dead", pct(info.get("dead_share")) if info.get("dead_share") is not None else "–",
+             "of features silent on that sample"),
         Stat("tokens", fmt(info.get("n_tokens")), "in the corpus"),
     )
 

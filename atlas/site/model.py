@@ -49,6 +49,7 @@ class SiteModel:
     vocab: dict[int, str]
     tokens: TokenHtml
     alive_ids: np.ndarray
+    snippets: dict[int, tuple[str, str, str]]  # feature -> (before, focus token, after) of its top example
 
     @property
     def has_unembedding(self) -> bool:
@@ -154,6 +155,11 @@ def load_model(store) -> SiteModel:
         top.setdefault(int(f), []).append(int(t))
 
     voc = reads.vocab(store)
+    snippets: dict[int, tuple[str, str, str]] = {}
+    sn = reads.top_snippets(store)
+    for f, focus, ids in zip(sn["feature"].tolist(), sn["focus"].tolist(), sn["token_ids"].tolist()):
+        text = [voc.get(int(t), "") for t in ids]
+        snippets[int(f)] = ("".join(text[:focus]), text[focus] if focus < len(text) else "", "".join(text[focus + 1:]))
     return SiteModel(
         info=info, n_features=n, alive=alive,
         n_fired=column("n_fired", np.float64, 0.0), density=column("density", np.float64, 0.0),
@@ -161,5 +167,5 @@ def load_model(store) -> SiteModel:
         label=label, label_source=source, cluster_id=cluster_id,
         x=column("x", np.float64, np.nan), y=column("y", np.float64, np.nan),
         clusters=clusters, members=members, extra_labels=extra, top_tokens=top,
-        vocab=voc, tokens=TokenHtml(voc), alive_ids=np.flatnonzero(alive),
+        vocab=voc, tokens=TokenHtml(voc), alive_ids=np.flatnonzero(alive), snippets=snippets,
     )

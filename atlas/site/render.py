@@ -150,7 +150,31 @@ def _exchange(a: Path, b: Path) -> bool:
     return rc == 0
 
 
+def _keep_unchanged_timestamps(tmp: Path, out: Path) -> int:
+    """Give every new file whose bytes equal the old site's file that file's timestamps.
+
+    Static hosts and sync tools that compare size and mtime then upload only what changed.
+    """
+    import filecmp
+
+    kept = 0
+    for new in tmp.rglob("*"):
+        if not new.is_file():
+            continue
+        old = out / new.relative_to(tmp)
+        try:
+            st = old.stat()
+        except OSError:
+            continue
+        if st.st_size == new.stat().st_size and filecmp.cmp(old, new, shallow=False):
+            os.utime(new, ns=(st.st_atime_ns, st.st_mtime_ns))
+            kept += 1
+    return kept
+
+
 def _swap_into_place(tmp: Path, out: Path) -> None:
+    if out.is_dir() and (out / "index.html").exists():
+        _keep_unchanged_timestamps(tmp, out)
     if not out.exists():
         os.rename(tmp, out)
         return

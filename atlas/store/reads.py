@@ -74,6 +74,18 @@ def top_tokens(store: Store, per_feature: int = 3) -> pd.DataFrame:
     )
 
 
+def top_snippets(store: Store, radius: int = 3) -> pd.DataFrame:
+    """Each feature's strongest example, cut to `radius` tokens around its focus (for neighbour lists)."""
+    r = int(radius)
+    return store.query(
+        f"""
+        SELECT feature, focus - greatest(focus - {r}, 0) AS focus,
+               token_ids[greatest(focus - {r}, 0) + 1 : focus + {r} + 1] AS token_ids
+        FROM examples WHERE kind = 'top' AND rank = 0 ORDER BY feature
+        """
+    )
+
+
 @dataclass
 class ExampleBlock:
     """Examples of a feature range as flat arrays: row i's tokens are flat[offsets[i]:offsets[i+1]]."""
