@@ -55,23 +55,30 @@ def pair_blocks(
             yield np.take(mat, iu, axis=1).ravel(), np.take(mat, ju, axis=1).ravel()
 
 
-def _top_per_row(score: np.ndarray, valid: np.ndarray, k: int) -> tuple[np.ndarray, np.ndarray]:
-    """Per row, the columns of the k largest valid scores, ties to the smaller column; -1 padded."""
+def _top_per_row(score, valid, k: int) -> tuple[np.ndarray, np.ndarray]:
+    """Per row, the columns of the k largest valid scores, ties to the smaller column; -1 padded.
+
+    Works on [b, F] blocks in torch (multi-threaded, no full partition): the k-th largest value per row is
+    the same whatever the tie order, and only entries at or above it are sorted with the exact tie rule.
+    """
+    score = torch.as_tensor(score)
+    valid = torch.as_tensor(valid)
     b, n = score.shape
     cols_out = np.full((b, k), -1, np.int64)
+    score_out = np.zeros((b, k))
     if k == 0 or n == 0:
-        return cols_out, np.zeros((b, k))
-    masked = np.where(valid, score, -np.inf)
+        return cols_out, score_out
+    masked = score.to(torch.float64).masked_fill(~valid, float("-inf"))
     kk = min(k, n)
-    thr = np.partition(masked, n - kk, axis=1)[:, n - kk]
-    r, c = np.nonzero(valid & (masked >= thr[:, None]))
-    s = masked[r, c]
+    thr = torch.topk(masked, kk, dim=1, sorted=True).values[:, -1:]
+    r, c = ((masked >= thr) & valid).nonzero(as_tuple=True)
+    s = masked[r, c].numpy()
+    r, c = r.numpy(), c.numpy()
     order = np.lexsort((c, -s, r))
     r, c, s = r[order], c[order], s[order]
     rank = rank_in_groups(r)
     keep = rank < k
     cols_out[r[keep], rank[keep]] = c[keep]
-    score_out = np.zeros((b, k))
     score_out[r[keep], rank[keep]] = s[keep]
     return cols_out, score_out
 
@@ -92,11 +99,14 @@ def _summarise_rows(
     score to a partner that fired once, and unlike count / count_i it does not favour features that fire
     everywhere.
     """
-    valid = counts > 0
-    kc, _ = _top_per_row(counts.astype(np.float64), valid, keep)
-    union = feature_count[rows][:, None] + feature_count[None, :] - counts
-    jac = np.divide(counts, union, out=np.zeros(counts.shape), where=valid)
+    c = torch.as_tensor(counts)
+    valid = c > 0
+    kc, _ = _top_per_row(c, valid, keep)
+    fc = torch.as_tensor(np.asarray(feature_count, dtype=np.int64))
+    union = fc[torch.as_tensor(rows)][:, None] + fc[None, :] - c
+    jac = torch.where(valid, c.to(torch.float64) / union.clamp_min(1), torch.zeros((), dtype=torch.float64))
     tc, ts = _top_per_row(jac, valid, top)
+    counts = c.numpy()
     r_idx = np.arange(len(rows))[:, None]
     kept_counts = np.where(kc >= 0, counts[r_idx, np.maximum(kc, 0)], 0)
     top_counts = np.where(tc >= 0, counts[r_idx, np.maximum(tc, 0)], 0)
@@ -173,7 +183,8 @@ class DenseCoact:
         for r0 in range(0, self.n, block):
             r1 = min(self.n, r0 + block)
             rows = np.arange(r0, r1)
-            counts = u[r0:r1].astype(np.int64) + u[:, r0:r1].T
+            tu = torch.from_numpy(u)
+            counts = (tu[r0:r1].to(torch.int64) + tu[:, r0:r1].t()).numpy()
             counts[np.arange(r1 - r0), rows] = 0
             blocks.append((rows, *_summarise_rows(rows, counts, feature_count, keep, top)))
         return _assemble(self.n, blocks, keep, top)

@@ -36,24 +36,12 @@ class Store:
     # ---- writes -------------------------------------------------------------------------
     def replace_table(self, name: str, frame) -> None:
         """Replace all rows of `name` with a pandas frame or Arrow table (columns matched by name, one insert)."""
-        if name not in TABLES:
-            raise KeyError(f"unknown table {name!r}")
-        cols = list(frame.column_names) if hasattr(frame, "column_names") else list(frame.columns)
-        self.con.execute("BEGIN")
-        try:
-            self.con.execute(f"DELETE FROM {name}")
-            if len(frame):
-                self.con.register("_incoming", frame)
-                collist = ", ".join(cols)
-                self.con.execute(f"INSERT INTO {name} ({collist}) SELECT {collist} FROM _incoming")
-                self.con.unregister("_incoming")
-            self.con.execute("COMMIT")
-        except Exception:
-            self.con.execute("ROLLBACK")
-            raise
+        self.replace_where(name, "true", frame)
 
     def replace_where(self, name: str, condition: str, frame) -> None:
         """Delete the rows of `name` matching `condition`, then insert `frame`, in one transaction."""
+        if name not in TABLES:
+            raise KeyError(f"unknown table {name!r}")
         cols = list(frame.column_names) if hasattr(frame, "column_names") else list(frame.columns)
         collist = ", ".join(cols)
         self.con.execute("BEGIN")
