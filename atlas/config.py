@@ -122,6 +122,16 @@ class DemoSection:
     full_tokens: int = 1_000_000
 
 
+@dataclass
+class CompareSection:
+    """The previous atlas of a retrained SAE, whose features this one is compared with (off when empty)."""
+
+    # The previous build's store (atlas.duckdb); its atlas_info says where its SAE file and site are.
+    with_store: str = ""
+    # What the site calls the previous version; empty means the previous atlas's title.
+    name: str = ""
+
+
 CHOICES: dict[tuple[str, str], tuple[str, ...]] = {
     ("sae", "format"): (
         "auto", "saelens", "gemmascope", "sparsify", "openai", "dictionary_learning",
@@ -144,6 +154,7 @@ class Config:
     analysis: AnalysisSection = field(default_factory=AnalysisSection)
     site: SiteSection = field(default_factory=SiteSection)
     demo: DemoSection = field(default_factory=DemoSection)
+    compare: CompareSection = field(default_factory=CompareSection)
     base_dir: Path = field(default=Path("."), compare=False)
     source: str = field(default="<defaults>", compare=False)
 
@@ -241,6 +252,9 @@ def _check(cfg: Config) -> None:
         raise ConfigError(f"{src}: [corpus] seq_len is too short (at least 8)")
     if not cfg.analysis.cluster_levels or any(n < 1 for n in cfg.analysis.cluster_levels):
         raise ConfigError(f"{src}: [analysis] cluster_levels must be a list of positive cluster counts")
+    if cfg.compare.name and not cfg.compare.with_store:
+        raise ConfigError(f"{src}: [compare] name is set but with_store is empty; set with_store to the previous "
+                          "atlas's atlas.duckdb (or remove [compare])")
 
 
 def load_config(path: str | Path) -> Config:

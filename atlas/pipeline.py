@@ -25,7 +25,8 @@ from atlas.store import Store
 
 FVU_WARNING = 0.5
 # Bumped when a stage's code changes what it computes, so old results are not reused.
-STAGE_VERSIONS = {"tokens": 1, "activations": 1, "harvest": 1, "logits": 1, "analysis": 1, "site": 1}
+STAGE_VERSIONS = {"tokens": 1, "activations": 1, "harvest": 1, "logits": 1, "analysis": 1, "compare": 1,
+                  "site": 1}
 
 
 def _hash(*parts) -> str:
@@ -115,9 +116,11 @@ class Build:
             harvest_hash = self._harvest(corpus)
             self._logits()
             analysis_hash = self._analysis(harvest_hash)
+            compare_hash = self._compare(analysis_hash)
             self._record_run(started, corpus)
             self.store = None
-        site_hash = _hash(analysis_hash, harvest_hash, self.cfg.section_dict("site"), STAGE_VERSIONS["site"])
+        site_hash = _hash(analysis_hash, harvest_hash, compare_hash, self.cfg.section_dict("site"),
+                          STAGE_VERSIONS["site"])
         self._site(site_hash)
         self.report.store = self.store_path
         self.report.site = self.site_dir
@@ -397,6 +400,31 @@ class Build:
         note, timings = run_analysis(self.store, self.sae.W_dec.float().numpy(), cfg, labels_file, self.log)
         self.store.record_stage("analysis", key, time.perf_counter() - t0, timings)
         self._stage("analysis", "computed", t0, note)
+        return key
+
+    def _compare(self, analysis_hash: str) -> str:
+        """Match features against the previous atlas's SAE when [compare] names one."""
+        from atlas.compare_stage import clear_comparison, read_previous, run_compare
+
+        cfg = self.cfg
+        t0 = time.perf_counter()
+        if not cfg.compare.with_store:
+            if self.store.stage_hash("compare") is not None:
+                clear_comparison(self.store)
+                self.store.con.execute("DELETE FROM stages WHERE stage = 'compare'")
+            return ""
+        prev = read_previous(cfg.resolve(cfg.compare.with_store), self.store_path, self.site_dir)
+        key = _hash(prev.fingerprint(), self.sae.content_hash(), analysis_hash, cfg.section_dict("compare"),
+                    STAGE_VERSIONS["compare"])
+        if self.store.stage_hash("compare") == key:
+            self._stage("compare", "reused", t0)
+            return key
+        note, warnings = run_compare(self.store, prev, self.sae.W_dec.float().numpy(), self.sae.d_in,
+                                     cfg.compare.name)
+        for w in warnings:
+            self._warn(w)
+        self.store.record_stage("compare", key, time.perf_counter() - t0)
+        self._stage("compare", "computed", t0, note)
         return key
 
     def _record_run(self, started: float, corpus: TokenizedCorpus) -> None:

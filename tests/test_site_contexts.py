@@ -28,6 +28,7 @@ CONTEXTS = {
     "feature": ctxmod.FeaturePage,
     "cluster": ctxmod.ClusterPage,
     "about": ctxmod.AboutPage,
+    "compare": ctxmod.ComparePage,
 }
 
 

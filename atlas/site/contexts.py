@@ -40,6 +40,7 @@ class Chrome:
     index_href: str
     about_href: str
     built_at: str
+    compare_href: str = ""  # '' when this atlas is compared with no previous one
 
 
 @dataclass(frozen=True)
@@ -94,6 +95,17 @@ class ExampleSection:
 
 
 @dataclass(frozen=True)
+class VersionNote:
+    """Where a feature came from in the previous atlas: 'matched to #N (cosine 0.93)' and the like."""
+
+    previous_title: str
+    text: str  # matched to | split from | merged from | new in this version
+    links: tuple[Link, ...]  # previous features; href '' when the previous site is unknown
+    detail: str
+    compare_href: str
+
+
+@dataclass(frozen=True)
 class FeaturePage:
     chrome: Chrome
     feature: int
@@ -116,6 +128,7 @@ class FeaturePage:
     sections: tuple[ExampleSection, ...]
     short_window: int
     n_tokens: str
+    version: VersionNote | None = None
 
 
 @dataclass(frozen=True)
@@ -171,6 +184,51 @@ class AboutPage:
     versions: tuple[Stat, ...]
     config_text: str
     warnings: tuple[str, ...]
+    compare: Link | None = None  # the comparison page, titled with the previous version's name
+
+
+@dataclass(frozen=True)
+class FeatureRef:
+    feature: int
+    label: str
+    href: str  # '' when the page cannot be reached (a previous feature whose site is unknown)
+
+
+@dataclass(frozen=True)
+class VersionPart:
+    ref: FeatureRef
+    cosine: str
+    weight: str
+
+
+@dataclass(frozen=True)
+class MatchRow:
+    previous: FeatureRef
+    current: FeatureRef
+    cosine: str
+
+
+@dataclass(frozen=True)
+class ChangeRow:
+    """A split (one previous feature, parts in this atlas) or a merge (previous parts, one feature here)."""
+
+    one: FeatureRef
+    parts: tuple[VersionPart, ...]
+    score: str  # cosine of the parts' combination with `one`
+
+
+@dataclass(frozen=True)
+class ComparePage:
+    chrome: Chrome
+    previous_title: str
+    previous_href: str
+    counts: tuple[Stat, ...]
+    matched: tuple[MatchRow, ...]
+    splits: tuple[ChangeRow, ...]
+    merges: tuple[ChangeRow, ...]
+    new: tuple[FeatureRef, ...]
+    vanished: tuple[FeatureRef, ...]
+    shown_note: str  # says which rows were left out when a list is capped, else ''
 
 
 def template_vars(ctx: Any) -> dict[str, Any]:
@@ -189,6 +247,7 @@ def make_chrome(model: SiteModel, urls: SiteUrls, page: str, page_title: str, sc
         scripts=tuple(root + urls.asset(s) for s in scripts),
         index_href=root + urls.index, about_href=root + urls.about,
         built_at=str(model.info.get("built_at") or "unknown"),
+        compare_href=root + urls.compare if model.comparison is not None else "",
     )
 
 
@@ -283,7 +342,35 @@ def build_feature_page(model: SiteModel, urls: SiteUrls, n: int, data: FeatureDa
         logits_pos=tuple(pos), logits_neg=tuple(neg), neighbour_groups=tuple(groups),
         sections=_example_sections(model, n, data, vmax, short_window) if alive else (),
         short_window=short_window, n_tokens=fmt(n_tokens) if n_tokens is not None else "the",
+        version=_version_note(model, urls, page, n),
     )
+
+
+def _cos(x) -> str:
+    """Cosines and weights to two decimals, the precision the matching thresholds are set at."""
+    return "–" if x is None or not np.isfinite(float(x)) else f"{float(x):.2f}"
+
+
+def _version_note(model: SiteModel, urls: SiteUrls, page: str, n: int) -> VersionNote | None:
+    comp = model.comparison
+    rows = comp.by_new.get(n) if comp is not None else None
+    if not rows:
+        return None
+    kind = rows[0][0]
+
+    def prev_link(a: int) -> Link:
+        return Link(f"#{a}", urls.previous_feature(page, comp.site_path, a))
+
+    if kind == "matched":
+        text, detail = "matched to", f"cosine {_cos(rows[0][4])}"
+    elif kind == "split":
+        text, detail = "split from", f"cosine {_cos(rows[0][4])} with it; its parts together {_cos(rows[0][3])}"
+    elif kind == "merge":
+        text, detail = "merged from", f"together cosine {_cos(rows[0][3])} with this feature"
+    else:
+        text, detail = "new in this version", ""
+    links = tuple(prev_link(r[1]) for r in rows if r[1] >= 0)
+    return VersionNote(comp.title, text, links, detail, urls.href(page, urls.compare))
 
 
 def _example_sections(model: SiteModel, n: int, data: FeatureData, vmax: float, short_window: int) -> tuple[ExampleSection, ...]:
@@ -430,6 +517,67 @@ def build_about_page(model: SiteModel, urls: SiteUrls) -> AboutPage:
         chrome=chrome, provenance=prov, reconstruction=recon, stage_times=times, versions=versions,
         config_text=json.dumps(info.get("config") or {}, indent=2, sort_keys=True),
         warnings=site_warnings(info),
+        compare=Link(f"Changes since {model.comparison.title}", urls.href(urls.about, urls.compare))
+        if model.comparison is not None else None,
+    )
+
+
+# Lists longer than this are cut on the comparison page: a 65k-feature SAE would otherwise give one
+# page of several MB. Matches are shown least similar first, since those are the ones worth reading.
+MAX_COMPARE_ROWS = 1000
+
+
+def build_compare_page(model: SiteModel, urls: SiteUrls) -> ComparePage:
+    comp = model.comparison
+    assert comp is not None
+    page = urls.compare
+    chrome = make_chrome(model, urls, page, f"Changes since {comp.title}")
+
+    def prev(a: int) -> FeatureRef:
+        return FeatureRef(int(a), comp.previous_label(a), urls.previous_feature(page, comp.site_path, a))
+
+    def cur(b: int) -> FeatureRef:
+        return FeatureRef(int(b), model.feature_label(int(b)), urls.href(page, urls.feature(int(b))))
+
+    kinds: dict[str, list[tuple]] = {}
+    for r in comp.rows:
+        kinds.setdefault(r[0], []).append(r)
+    matched = sorted(kinds.get("matched", []), key=lambda r: (r[4] if r[4] is not None else 0.0, r[1]))
+    groups: dict[str, dict[int, list[tuple]]] = {"split": {}, "merge": {}}
+    for kind, side in (("split", 1), ("merge", 2)):
+        for r in kinds.get(kind, []):
+            groups[kind].setdefault(r[side], []).append(r)
+
+    def change_rows(kind: str) -> tuple[ChangeRow, ...]:
+        out = []
+        for key, rs in sorted(groups[kind].items()):
+            one = prev(key) if kind == "split" else cur(key)
+            parts = tuple(VersionPart(cur(r[2]) if kind == "split" else prev(r[1]), _cos(r[4]), _cos(r[5]))
+                          for r in rs)
+            out.append(ChangeRow(one, parts, _cos(rs[0][3])))
+        return tuple(out[:MAX_COMPARE_ROWS])
+
+    cut = [f"{len(v):,} {k}" for k, v in (("matched", matched), ("new", kinds.get("new", [])),
+                                           ("vanished", kinds.get("vanished", [])),
+                                           ("splits", groups["split"]), ("merges", groups["merge"]))
+           if len(v) > MAX_COMPARE_ROWS]
+    c = comp.counts
+    counts = (
+        Stat("matched", fmt(c["matched"]), "one-to-one, cosine ≥ 0.7"),
+        Stat("split", fmt(c["split"]), "previous features now covered by several"),
+        Stat("merged", fmt(c["merge"]), "features here covering several previous ones"),
+        Stat("new", fmt(c["new"]), "with no counterpart before"),
+        Stat("vanished", fmt(c["vanished"]), "previous features with no counterpart here"),
+    )
+    return ComparePage(
+        chrome=chrome, previous_title=comp.title, previous_href=urls.previous_index(page, comp.site_path),
+        counts=counts,
+        matched=tuple(MatchRow(prev(r[1]), cur(r[2]), _cos(r[4])) for r in matched[:MAX_COMPARE_ROWS]),
+        splits=change_rows("split"), merges=change_rows("merge"),
+        new=tuple(cur(r[2]) for r in kinds.get("new", [])[:MAX_COMPARE_ROWS]),
+        vanished=tuple(prev(r[1]) for r in kinds.get("vanished", [])[:MAX_COMPARE_ROWS]),
+        shown_note=(f"Each list shows at most {MAX_COMPARE_ROWS:,} rows (of {', '.join(cut)}); the store's "
+                    "version_matches table holds them all.") if cut else "",
     )
 
 

@@ -27,6 +27,42 @@ class ClusterInfo:
 
 
 @dataclass
+class Comparison:
+    """The stored comparison with the previous atlas: its rows, and each new feature's rows."""
+
+    title: str
+    site_path: str | None  # previous site root relative to this one, URL-quoted; None when unknown
+    rows: list[tuple[str, int, int, float | None, float | None, float | None]]  # kind, a, b, score, cosine, weight
+    by_new: dict[int, list[tuple]]  # this atlas's feature -> its rows
+    previous_labels: dict[int, str]
+    counts: dict[str, int]
+
+    def previous_label(self, a: int) -> str:
+        return self.previous_labels.get(int(a)) or "unlabelled"
+
+
+def load_comparison(store) -> Comparison | None:
+    prev = reads.previous_version(store)
+    if prev is None:
+        return None
+    frame = reads.version_matches(store)
+    if not len(frame):
+        return None
+    rows = [(str(k), int(a), int(b), _none_if_nan(s), _none_if_nan(c), _none_if_nan(w))
+            for k, a, b, s, c, w in frame.itertuples(index=False)]
+    by_new: dict[int, list[tuple]] = {}
+    for r in rows:
+        if r[2] >= 0:
+            by_new.setdefault(r[2], []).append(r)
+    # split and merge rows are one per part: those count the feature that split or merged
+    counts = {k: sum(r[0] == k for r in rows) for k in ("matched", "new", "vanished")}
+    counts["split"] = len({r[1] for r in rows if r[0] == "split"})
+    counts["merge"] = len({r[2] for r in rows if r[0] == "merge"})
+    return Comparison(title=str(prev.get("title") or "the previous atlas"), site_path=prev.get("site_path"),
+                      rows=rows, by_new=by_new, previous_labels=reads.previous_labels(store), counts=counts)
+
+
+@dataclass
 class SiteModel:
     """Per-feature columns (indexed by feature id), the cluster tree, labels and display vocabulary."""
 
@@ -50,6 +86,7 @@ class SiteModel:
     tokens: TokenHtml
     alive_ids: np.ndarray
     snippets: dict[int, tuple[str, str, str]]  # feature -> (before, focus token, after) of its top example
+    comparison: Comparison | None = None
 
     @property
     def has_unembedding(self) -> bool:
@@ -168,4 +205,5 @@ def load_model(store) -> SiteModel:
         x=column("x", np.float64, np.nan), y=column("y", np.float64, np.nan),
         clusters=clusters, members=members, extra_labels=extra, top_tokens=top,
         vocab=voc, tokens=TokenHtml(voc), alive_ids=np.flatnonzero(alive), snippets=snippets,
+        comparison=load_comparison(store),
     )

@@ -17,6 +17,7 @@ from atlas.site.contexts import (
     FeatureData,
     build_about_page,
     build_cluster_page,
+    build_compare_page,
     build_feature_page,
     build_index_page,
     template_vars,
@@ -219,6 +220,8 @@ def render_site(store_path: Path, out_dir: Path, templates_dir: Path | None = No
             (urls.index, "index", build_index_page(model, urls, INDEX_SCRIPTS, js_config)),
             (urls.about, "about", build_about_page(model, urls)),
         ]
+        if model.comparison is not None:
+            pages.append((urls.compare, "compare", build_compare_page(model, urls)))
         thumbs = thumb_coords(model)
         pages += [
             (urls.cluster(cid), "cluster", build_cluster_page(model, urls, cid, thumbs))

@@ -22,6 +22,7 @@ class SiteUrls:
     # ---- pages ---------------------------------------------------------------------------
     index = "index.html"
     about = "about.html"
+    compare = "compare.html"
 
     def feature(self, n: int) -> str:
         # Folders of a thousand pages keep directory listings fast on every filesystem.
@@ -63,3 +64,13 @@ class SiteUrls:
 
     def href(self, from_page: str, to_path: str) -> str:
         return self.root_of(from_page) + to_path
+
+    def previous_feature(self, from_page: str, previous_site: str | None, n: int) -> str:
+        """Link to feature `n` of the previous atlas, whose site lies at `previous_site` (relative to this
+        site's root, URL-quoted); '' when that site is unknown. Its pages use the default shard size."""
+        if not previous_site:
+            return ""
+        return f"{self.root_of(from_page)}{previous_site.rstrip('/')}/features/{int(n) // FEATURES_PER_SHARD}/{int(n)}.html"
+
+    def previous_index(self, from_page: str, previous_site: str | None) -> str:
+        return f"{self.root_of(from_page)}{previous_site.rstrip('/')}/{self.index}" if previous_site else ""

@@ -199,3 +199,35 @@ def logits(store: Store, lo: int, hi: int) -> dict[int, list[tuple]]:
         "ORDER BY feature, sign DESC, rank, token_id",
         lo, hi,
     )
+
+
+def _has_table(store: Store, name: str) -> bool:
+    # Stores built before a table existed are opened read-only, so their schema is never upgraded.
+    return bool(store.con.execute(
+        "SELECT count(*) FROM information_schema.tables WHERE table_name = ?", [name]).fetchall()[0][0])
+
+
+def previous_version(store: Store) -> dict[str, Any] | None:
+    """The atlas this one is compared with (title, store_path, sae_hash, site_path, d_sae), or None."""
+    if not _has_table(store, "versions"):
+        return None
+    rows = store.query("SELECT title, store_path, sae_hash, site_path, d_sae FROM versions "
+                       "WHERE role = 'previous' LIMIT 1")
+    if not len(rows):
+        return None
+    row = rows.iloc[0].to_dict()
+    return {k: (None if pd.isna(v) else v) for k, v in row.items()}
+
+
+def version_matches(store: Store) -> pd.DataFrame:
+    """Every comparison row, in a stable order: kind, then previous and new feature."""
+    if not _has_table(store, "version_matches"):
+        return pd.DataFrame(columns=["kind", "a", "b", "score", "cosine", "weight"])
+    return store.query("SELECT kind, a, b, score, cosine, weight FROM version_matches ORDER BY kind, a, b")
+
+
+def previous_labels(store: Store) -> dict[int, str]:
+    if not _has_table(store, "previous_features"):
+        return {}
+    rows = store.con.execute("SELECT feature, label FROM previous_features ORDER BY feature").fetchall()
+    return {int(f): (lab if lab is not None else "") for f, lab in rows}

@@ -18,7 +18,8 @@ TABLES: dict[str, str] = {
     """,
     # Key/value facts about the atlas (values are JSON): model, hook, sae path/hash/format,
     # d_in, d_sae, corpus description/hash, n_tokens, n_sequences, reconstruction figures
-    # (fvu, l0, dead_share, recon_tokens), warnings, has_unembedding, title, built_at.
+    # (fvu, l0, dead_share, recon_tokens), warnings, has_unembedding, title, built_at; with [compare],
+    # compare_counts (features per kind of change) and compare_params (the matching thresholds).
     "atlas_info": "key TEXT PRIMARY KEY, value TEXT",
     # Display text of every token id that appears in an example or a logit row.
     "vocab": "token_id INTEGER PRIMARY KEY, token TEXT",
@@ -51,6 +52,18 @@ TABLES: dict[str, str] = {
     "labels": "feature INTEGER, source TEXT, text TEXT, score REAL",
     # Logit effects of a feature's decoder direction: sign is 'pos' or 'neg'.
     "logits": "feature INTEGER, sign TEXT, rank INTEGER, token_id INTEGER, value REAL",
+    # The atlas this one is compared with ([compare] in the config): role 'previous'. site_path leads
+    # from this atlas's site folder to the previous site (POSIX, relative), NULL when that site is gone.
+    "versions": "role TEXT, title TEXT, store_path TEXT, sae_hash TEXT, site_path TEXT, d_sae INTEGER",
+    # Feature-by-feature comparison with the previous SAE: `a` is the previous feature, `b` this one's
+    # (-1 where a kind has no such side). kind: matched | split | merge | new | vanished. score: the
+    # match's or the split/merge combination's cosine; cosine: of this a-b pair; weight: the part's
+    # NNLS weight in a split/merge.
+    "version_matches": "kind TEXT, a BIGINT, b BIGINT, score DOUBLE, cosine DOUBLE, weight DOUBLE",
+    # Dead features left out of the comparison: side 'a' (previous) or 'b' (this SAE).
+    "version_dead": "side TEXT, feature BIGINT",
+    # The previous atlas's features as far as this site shows them.
+    "previous_features": "feature INTEGER, alive BOOLEAN, label TEXT",
 }
 
 
