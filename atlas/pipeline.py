@@ -185,7 +185,9 @@ class Build:
             return self._precomputed(t0)
         files = [cfg.resolve(f) for f in cfg.corpus.files]
         prefix, suffix = special_tokens(self.model.tokenizer, self.model.is_causal, self._prepend_bos())
-        key = _hash(files_hash(files), model_identity(cfg.resolve(cfg.model.path)), cfg.section_dict("corpus"),
+        # the files' contents count, not the paths they are named by
+        settings = {k: v for k, v in cfg.section_dict("corpus").items() if k != "files"}
+        key = _hash(files_hash(files), model_identity(cfg.resolve(cfg.model.path)), settings,
                     prefix, suffix, STAGE_VERSIONS["tokens"])
         path = self.cache_dir / f"tokens-{key}.npz"
         self.tokens_key = key
