@@ -29,6 +29,7 @@ CONTEXTS = {
     "cluster": ctxmod.ClusterPage,
     "about": ctxmod.AboutPage,
     "compare": ctxmod.ComparePage,
+    "dead": ctxmod.DeadPage,
 }
 
 

@@ -10,6 +10,7 @@ import pytest
 
 from atlas.site import render_site
 from atlas.site.render import SiteRenderError
+from atlas.store import reads
 from synthetic_store import make_synthetic_store
 
 ATTR_URL = re.compile(r'\s(?:href|src|action)="([^"]*)"')
@@ -84,7 +85,7 @@ def test_render_is_byte_identical(store, site, tmp_path):
 
 def test_stats_are_reported(store, tmp_path):
     stats = render_site(store, tmp_path / "s")
-    assert stats["n_pages"] == 60 + 2 + len(list((tmp_path / "s" / "clusters").glob("*.html")))
+    assert stats["n_pages"] == 60 + 3 + len(list((tmp_path / "s" / "clusters").glob("*.html")))  # index, about, dead
     assert stats["bytes"] == sum(p.stat().st_size for p in (tmp_path / "s").rglob("*") if p.is_file())
     assert stats["seconds"] > 0
 
@@ -139,6 +140,14 @@ def test_refuses_to_replace_a_folder_that_is_not_a_site(store, tmp_path):
 def test_feature_pages_stay_light(site):
     biggest = max(p.stat().st_size for p in (site / "features").rglob("*.html"))
     assert biggest < 300_000
+
+
+def test_dead_features_are_listed_apart(store, site):
+    with reads.open_for_reading(store) as s:
+        dead = s.query("SELECT feature FROM features WHERE NOT alive ORDER BY feature")["feature"].tolist()
+    html = (site / "dead.html").read_text()
+    assert dead and all(f'>#{f}</a>' in html for f in dead)
+    assert 'href="dead.html"' in (site / "index.html").read_text()
 
 
 def test_dead_feature_page_says_so(store, site):
@@ -226,6 +235,6 @@ def test_sparse_store_still_renders(tmp_path):
         s.con.execute("UPDATE features SET cluster_id = NULL, label = NULL")
     out = tmp_path / "site"
     stats = render_site(path, out)
-    assert stats["n_pages"] == 12 + 2
+    assert stats["n_pages"] == 12 + 3  # index, about, dead
     pages = [p.read_text() for p in (out / "features" / "0").glob("*.html")]
     assert any("Unlabelled feature" in html and "Top activations" in html for html in pages)

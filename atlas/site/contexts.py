@@ -173,6 +173,16 @@ class IndexPage:
     n_alive: int
     n_dead: int
     n_features: int
+    dead_href: str
+
+
+@dataclass(frozen=True)
+class DeadPage:
+    """Features that never fired on the corpus: left off the map and out of the clusters, listed here."""
+
+    chrome: Chrome
+    n_tokens: str
+    features: tuple[Link, ...]
 
 
 @dataclass(frozen=True)
@@ -490,6 +500,16 @@ def build_index_page(model: SiteModel, urls: SiteUrls, scripts: tuple[str, ...],
         chrome=chrome, stats=_recon_stats(model.info), warnings=site_warnings(model.info),
         levels=tuple(levels), config_json=script_json(js_config),
         n_alive=n_alive, n_dead=model.n_features - n_alive, n_features=model.n_features,
+        dead_href=urls.href(page, urls.dead),
+    )
+
+
+def build_dead_page(model: SiteModel, urls: SiteUrls) -> DeadPage:
+    page = urls.dead
+    dead = np.flatnonzero(~np.asarray(model.alive, dtype=bool))
+    return DeadPage(
+        chrome=make_chrome(model, urls, page, "Dead features"), n_tokens=fmt(model.info.get("n_tokens")),
+        features=tuple(Link(f"#{int(f)}", urls.href(page, urls.feature(int(f)))) for f in dead),
     )
 
 

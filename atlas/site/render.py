@@ -16,6 +16,7 @@ from atlas.site.charts import scale_css
 from atlas.site.contexts import (
     FeatureData,
     build_about_page,
+    build_dead_page,
     build_cluster_page,
     build_compare_page,
     build_feature_page,
@@ -219,6 +220,7 @@ def render_site(store_path: Path, out_dir: Path, templates_dir: Path | None = No
         pages = [
             (urls.index, "index", build_index_page(model, urls, INDEX_SCRIPTS, js_config)),
             (urls.about, "about", build_about_page(model, urls)),
+            (urls.dead, "dead", build_dead_page(model, urls)),
         ]
         if model.comparison is not None:
             pages.append((urls.compare, "compare", build_compare_page(model, urls)))

@@ -23,6 +23,7 @@ class SiteUrls:
     index = "index.html"
     about = "about.html"
     compare = "compare.html"
+    dead = "dead.html"
 
     def feature(self, n: int) -> str:
         # Folders of a thousand pages keep directory listings fast on every filesystem.
