@@ -103,6 +103,7 @@ class Build:
                 self._load_sae()
             self._load_model()
             corpus = self._tokens()
+            self._pick_hook(corpus)
             self._activations(corpus)
             if not self.sae_candidates:
                 from atlas.demo.prepare import train_demo_sae
@@ -157,6 +158,47 @@ class Build:
         self.hook = hook
         self.model = load_model(cfg.resolve(cfg.model.path), hook, device=cfg.model.device)
         self._stage("model", "loaded", t0, f"{self.model.name}, hook {hook}: {self.model.hook_spec.description}")
+
+    def _pick_hook(self, corpus: TokenizedCorpus) -> None:
+        """Where the SAE's format leaves its hook ambiguous, measure FVU at each candidate and keep the best.
+
+        Only when neither [sae] hook nor [model] hook names one: a hook the user gave is never second-guessed.
+        """
+        import torch
+
+        from atlas.hooks import resolve_hook
+        from atlas.models import ModelAdapter
+        from atlas.saes.check import pick_by_fvu
+
+        cfg = self.cfg
+        if not self.sae_candidates or cfg.sae.hook or cfg.model.hook or cfg.corpus.activations:
+            return
+        others = [h for h in self.sae_candidates[0].hook_candidates if h != self.hook]
+        if not others:
+            return
+        t0 = time.perf_counter()
+        seqs = sample_sequences(corpus, cfg.harvest.recon_tokens, cfg.atlas.seed)
+        m = self.model
+        scores = []
+        for hook in [self.hook, *others]:
+            try:
+                adapter = m if hook == self.hook else ModelAdapter(m.tokenizer, m.model, resolve_hook(m.model, hook),
+                                                                   m.is_causal, m.name)
+            except AtlasError:
+                continue  # a candidate this model family does not have
+            if adapter.d_hook != self.sae_candidates[0].d_in:
+                continue
+            x = torch.cat([b.x for b in stream_from_model(adapter, corpus, cfg.model.batch_tokens, seqs)])
+            _, fvus = pick_by_fvu(self.sae_candidates, x)
+            scores.append((min(f for _, f in fvus if math.isfinite(f)) if any(math.isfinite(f) for _, f in fvus)
+                           else math.inf, hook, adapter))
+        if not scores:
+            return
+        best = min(scores, key=lambda t: t[0])
+        self.hook, self.model = best[1], best[2]
+        self.hook_choice = [{"hook": h, "fvu": f} for f, h, _ in scores]
+        listing = ", ".join(f"{h} FVU {f:.3f}" for f, h, _ in scores)
+        self._stage("hook-pick", "computed", t0, f"the SAE's format leaves its hook ambiguous: {listing}; using {self.hook}")
 
     def _check_sae_fits(self) -> None:
         cfg = self.cfg
@@ -449,6 +491,7 @@ class Build:
             corpus=self.corpus_description(), corpus_hash=self.corpus_hash, n_sequences=corpus.n_sequences,
             fvu=self.recon["fvu"], l0=self.recon["l0"], dead_share=self.recon["dead_share"],
             recon_tokens=self.recon["n_tokens"], recon_candidates=self.recon["candidates"],
+            hook_candidates=getattr(self, "hook_choice", []),
             warnings=self.report.warnings, config=cfg.to_dict(), versions=versions,
             stage_times=self.report.times(), built_at=time.strftime("%Y-%m-%d %H:%M UTC", time.gmtime(started)),
         )

@@ -17,6 +17,8 @@ from atlas.pipeline import build
 from atlas.saes import load_sae
 from atlas.store import Store
 from atlas_fixtures import D_SAE, workspace, write_config, write_sae  # noqa: F401  (workspace: a fixture)
+from sae_writers import save_safetensors, write_json
+from tiny_models import save_tiny
 
 
 @pytest.fixture(scope="module")
@@ -294,3 +296,34 @@ def test_an_atlas_builds_from_every_format(fmt, workspace, tmp_path):
         assert info["sae_format"] == fmt.split("-")[0]
         assert s.count("features") == info["d_sae"] and np.isfinite(info["fvu"])
     assert {st.name for st in report.stages} >= {"harvest", "analysis", "site"}
+
+
+def test_an_ambiguous_hook_is_picked_by_measured_fvu(workspace, tmp_path):
+    """A sparsify `layers.1` folder may mean block 1's output or (older releases) its input: the build measures both."""
+    from atlas.activations import stream_from_model
+    from atlas.corpus import iter_documents, special_tokens, tokenize
+
+    save_tiny("llama", tmp_path / "model")
+    (tmp_path / "corpus.jsonl").symlink_to(workspace / "corpus.jsonl")
+    model = load_model(tmp_path / "model", "blocks.1.hook_resid_pre")
+    pre, suf = special_tokens(model.tokenizer, True, True)
+    corpus = tokenize(iter_documents([tmp_path / "corpus.jsonl"]), model.tokenizer, 24, 3000, pre, suf)
+    x = torch.cat([b.x for b in stream_from_model(model, corpus, 256)]).double()
+    # an SAE fitted to block 1's input: ± its top principal directions around its mean
+    mean = x.mean(0)
+    _, _, v = torch.linalg.svd(x - mean, full_matrices=False)
+    u = v[:6].float()
+    folder = tmp_path / "sae" / "layers.1"
+    save_safetensors(folder / "sae.safetensors", {
+        "encoder.weight": torch.cat([u, -u]), "encoder.bias": torch.zeros(12),
+        "W_dec": torch.cat([u, -u]), "b_dec": mean.float(),
+    })
+    write_json(folder / "cfg.json", {"activation": "topk", "k": 6, "num_latents": 12, "d_in": int(x.shape[1]),
+                                     "expansion_factor": 1, "normalize_decoder": True})
+    report = _build(tmp_path, sae__path=str(folder), corpus__max_tokens=1500)
+    assert "hook-pick" in {s.name for s in report.stages}
+    with Store(tmp_path / "atlas.duckdb", read_only=True) as s:
+        info = s.info()
+    assert info["hook"] == "blocks.1.hook_resid_pre"
+    fvus = {c["hook"]: c["fvu"] for c in info["hook_candidates"]}
+    assert fvus["blocks.1.hook_resid_pre"] < fvus["layers.1"]
