@@ -524,7 +524,8 @@ def build_about_page(model: SiteModel, urls: SiteUrls) -> AboutPage:
     prov = (
         s("model", "model"), s("hook", "hook"), s("hook_description", "hook description"),
         s("sae_path", "SAE path"), s("sae_hash", "SAE hash"), s("sae_format", "SAE format"),
-        s("sae_convention", "SAE convention"), s("d_in", "d_in"), s("d_sae", "d_sae"),
+        s("sae_convention", "SAE convention"), s("recon_candidates", "conventions measured (FVU)"),
+        s("hook_candidates", "hooks measured (FVU)"), s("d_in", "d_in"), s("d_sae", "d_sae"),
         s("corpus", "corpus"), s("corpus_hash", "corpus hash"), s("n_tokens", "tokens"),
         s("n_sequences", "sequences"), s("cluster_basis", "cluster basis"),
         s("basis_scores", "basis scores"), s("has_unembedding", "has unembedding"),
