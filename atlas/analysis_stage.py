@@ -18,16 +18,17 @@ from atlas.tables import neighbour_rows
 AUTO_SOURCE = "auto: top activations"
 
 
-def _examples_by_feature(store: Store, n_features: int, kinds=("top",)) -> list[list[tuple[list[str], int, float]]]:
-    """For each feature, its stored examples as (token strings, focus, value)."""
+def _examples_by_feature(store: Store, n_features: int, kinds: tuple[str, ...]) -> dict[str, list[list]]:
+    """Per kind, each feature's stored examples as (token strings, focus, value), read in one pass."""
     vocab = store.query("SELECT token_id, token FROM vocab")
     lookup = dict(zip(vocab["token_id"].tolist(), vocab["token"].tolist()))
     kind_list = ", ".join(f"'{k}'" for k in kinds)
-    ex = store.query(f"SELECT feature, token_ids, focus, value FROM examples WHERE kind IN ({kind_list}) "
+    ex = store.query(f"SELECT feature, kind, token_ids, focus, value FROM examples WHERE kind IN ({kind_list}) "
                      "ORDER BY feature, kind, bucket, rank")
-    out: list[list] = [[] for _ in range(n_features)]
-    for f, ids, focus, value in zip(ex["feature"].to_numpy(), ex["token_ids"], ex["focus"].to_numpy(), ex["value"].to_numpy()):
-        out[int(f)].append(([lookup.get(int(t), "") for t in ids], int(focus), float(value)))
+    out = {k: [[] for _ in range(n_features)] for k in kinds}
+    for f, kind, ids, focus, value in zip(ex["feature"].to_numpy(), ex["kind"], ex["token_ids"],
+                                          ex["focus"].to_numpy(), ex["value"].to_numpy()):
+        out[kind][int(f)].append(([lookup.get(int(t), "") for t in ids], int(focus), float(value)))
     return out
 
 
@@ -67,9 +68,9 @@ def run_analysis(store: Store, W_dec: np.ndarray, cfg: Config, labels_file: Path
     timings["neighbours_s"] = time.perf_counter() - t
 
     t = time.perf_counter()
-    examples = _examples_by_feature(store, F)
-    auto = an.feature_labels(examples)
-    sampled = _examples_by_feature(store, F, kinds=("top", "interval"))
+    by_kind = _examples_by_feature(store, F, kinds=("interval", "top"))
+    auto = an.feature_labels(by_kind["top"])
+    sampled = [inter + top for inter, top in zip(by_kind["interval"], by_kind["top"])]
     docs = an.context_docs(sampled)  # words around the activations: what the context basis reads
     # Names read only the words a feature fires on: the words around them are mostly the corpus's
     # boilerplate ("genus", "used", "having" in WordNet glosses) and swamped names measured on the demo.
