@@ -12,7 +12,7 @@ import scipy.sparse as sp
 from atlas import analysis as an
 from atlas.analysis import explanations
 from atlas.config import Config
-from atlas.store import Store
+from atlas.store import Store, without_durations
 from atlas.tables import neighbour_rows
 
 AUTO_SOURCE = "auto: top activations"
@@ -163,7 +163,7 @@ def run_analysis(store: Store, W_dec: np.ndarray, cfg: Config, labels_file: Path
     timings["names_s"] = time.perf_counter() - t
 
     store.set_info(cluster_basis=basis, basis_scores={k: round(v, 4) for k, v in scores.items()},
-                   cluster_levels=[len(p) for p in hierarchy.parents], umap_timings=umap_t)
+                   cluster_levels=[len(p) for p in hierarchy.parents], umap_timings=without_durations(umap_t))
     measured = f" (scores: {', '.join(f'{k} {v:.2f}' for k, v in scores.items())})" if scores else ""
     note = (f"basis {basis}{measured}; {', '.join(str(len(p)) for p in hierarchy.parents)} clusters per level; "
             f"UMAP compile {umap_t.get('compile_s', 0):.0f} s + fit {umap_t.get('fit_s', 0):.0f} s")

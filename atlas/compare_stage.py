@@ -84,15 +84,17 @@ def clear_comparison(store: Store) -> None:
     store.set_info(compare_counts=None)
 
 
-def run_compare(store: Store, prev: PreviousAtlas, W_new: np.ndarray, d_in_new: int, name: str) -> tuple[str, list[str]]:
+def run_compare(store: Store, prev: PreviousAtlas, W_new: np.ndarray, d_in_new: int, name: str,
+                old_sae=None) -> tuple[str, list[str]]:
     """Compare the previous SAE's decoder with `W_new` [F, d] and write the comparison tables.
 
-    Returns (note, warnings).
+    `old_sae` is the previous SAE when it is already loaded (another version of the same atlas); otherwise it
+    is read from `prev.sae_path`. Returns (note, warnings).
     """
     from atlas.saes import load_sae
 
     warnings = []
-    old = load_sae(prev.sae_path, prev.sae_format)
+    old = old_sae if old_sae is not None else load_sae(prev.sae_path, prev.sae_format)
     if old.d_in != d_in_new or old.W_dec.shape[1] != W_new.shape[1]:
         raise DimensionError(
             f"[compare] the previous SAE {prev.sae_path} reads {old.d_in}-wide activations but this one reads "

@@ -5,6 +5,7 @@ from __future__ import annotations
 import dataclasses
 import hashlib
 import json
+import re
 import tomllib
 from dataclasses import dataclass, field, fields
 from pathlib import Path
@@ -35,6 +36,17 @@ class SaeSection:
     # Which hook to read: empty means "what the SAE's metadata says", else a TransformerLens name
     # (blocks.5.hook_resid_post), an HF module path, or hidden_states.N.
     hook: str = ""
+    # What the site calls this SAE when the atlas holds several [[versions]]; empty: the file or folder name.
+    name: str = ""
+
+
+@dataclass
+class VersionSection:
+    """One more SAE of the same model, hook and corpus, shown in the same atlas ([[versions]] in the TOML)."""
+
+    name: str = ""
+    path: str = ""
+    format: str = "auto"
 
 
 @dataclass
@@ -79,6 +91,9 @@ class HarvestSection:
     coact_dense_max: int = 16384
     recon_tokens: int = 4096
     checkpoint_every: int = 50
+    # Split the pass into this many contiguous runs of sequences, each kept in the store once finished and
+    # merged there exactly (a killed build resumes at the first unfinished shard); 1: one pass with checkpoints.
+    shards: int = 1
 
 
 @dataclass
@@ -98,6 +113,9 @@ class AnalysisSection:
     # Explanations written elsewhere, kept beside the automatic labels: Neuronpedia export folders/files
     # and delphi run folders (detected by their layout).
     explanations: list[str] = field(default_factory=list)
+    # With [[versions]]: place every version's features in one UMAP of their decoder directions, so that
+    # the same place on each version's map means the same thing (off: each version has its own map).
+    shared_layout: bool = False
 
 
 @dataclass
@@ -133,6 +151,10 @@ class CompareSection:
 
 
 CHOICES: dict[tuple[str, str], tuple[str, ...]] = {
+    ("versions", "format"): (
+        "auto", "saelens", "gemmascope", "sparsify", "openai", "dictionary_learning",
+        "llamascope", "goodfire",
+    ),
     ("sae", "format"): (
         "auto", "saelens", "gemmascope", "sparsify", "openai", "dictionary_learning",
         "llamascope", "goodfire",
@@ -155,6 +177,7 @@ class Config:
     site: SiteSection = field(default_factory=SiteSection)
     demo: DemoSection = field(default_factory=DemoSection)
     compare: CompareSection = field(default_factory=CompareSection)
+    versions: list[VersionSection] = field(default_factory=list)
     base_dir: Path = field(default=Path("."), compare=False)
     source: str = field(default="<defaults>", compare=False)
 
@@ -164,7 +187,8 @@ class Config:
         return path if path.is_absolute() else (self.base_dir / path)
 
     def section_dict(self, name: str) -> dict[str, Any]:
-        return dataclasses.asdict(getattr(self, name))
+        value = getattr(self, name)
+        return [dataclasses.asdict(v) for v in value] if isinstance(value, list) else dataclasses.asdict(value)
 
     def to_dict(self) -> dict[str, Any]:
         return {f.name: self.section_dict(f.name) for f in fields(self) if f.name not in ("base_dir", "source")}
@@ -179,6 +203,8 @@ class Config:
 
 
 SECTIONS = {f.name: f.type for f in fields(Config) if f.name not in ("base_dir", "source")}
+# Sections written as arrays of tables ([[versions]]): each entry is its own table of settings.
+LIST_SECTIONS = {"versions": VersionSection}
 
 
 def _coerce(section: str, key: str, value: Any, hint: Any, where: str) -> Any:
@@ -223,19 +249,26 @@ def config_from_dict(raw: dict[str, Any], base_dir: Path = Path("."), source: st
             raise ConfigError(
                 f"{source}: unknown section [{section}]; valid sections: {', '.join(SECTIONS)}"
             )
+        if section in LIST_SECTIONS:
+            if not isinstance(value, list) or not all(isinstance(v, dict) for v in value):
+                raise ConfigError(f"{source}: write [[{section}]] (an array of tables), one per entry")
+            setattr(cfg, section, [_fill(LIST_SECTIONS[section](), section, v, source) for v in value])
+            continue
         if not isinstance(value, dict):
             raise ConfigError(f"{source}: [{section}] must be a table of settings")
-        obj = getattr(cfg, section)
-        hints = get_type_hints(type(obj))
-        valid = [f.name for f in fields(obj)]
-        for key, v in value.items():
-            if key not in valid:
-                raise ConfigError(
-                    f"{source}: unknown key [{section}] {key}; valid keys: {', '.join(valid)}"
-                )
-            setattr(obj, key, _coerce(section, key, v, hints[key], source))
+        _fill(getattr(cfg, section), section, value, source)
     _check(cfg)
     return cfg
+
+
+def _fill(obj: Any, section: str, value: dict[str, Any], source: str) -> Any:
+    hints = get_type_hints(type(obj))
+    valid = [f.name for f in fields(obj)]
+    for key, v in value.items():
+        if key not in valid:
+            raise ConfigError(f"{source}: unknown key [{section}] {key}; valid keys: {', '.join(valid)}")
+        setattr(obj, key, _coerce(section, key, v, hints[key], source))
+    return obj
 
 
 def _check(cfg: Config) -> None:
@@ -243,7 +276,7 @@ def _check(cfg: Config) -> None:
     positive = [
         ("corpus", "max_tokens"), ("corpus", "seq_len"), ("model", "batch_tokens"),
         ("harvest", "top_k"), ("harvest", "n_intervals"), ("harvest", "per_interval"),
-        ("harvest", "hist_bins"), ("analysis", "neighbours"),
+        ("harvest", "hist_bins"), ("harvest", "shards"), ("analysis", "neighbours"),
     ]
     for section, key in positive:
         if getattr(getattr(cfg, section), key) <= 0:
@@ -252,9 +285,37 @@ def _check(cfg: Config) -> None:
         raise ConfigError(f"{src}: [corpus] seq_len is too short (at least 8)")
     if not cfg.analysis.cluster_levels or any(n < 1 for n in cfg.analysis.cluster_levels):
         raise ConfigError(f"{src}: [analysis] cluster_levels must be a list of positive cluster counts")
+    _check_versions(cfg)
     if cfg.compare.name and not cfg.compare.with_store:
         raise ConfigError(f"{src}: [compare] name is set but with_store is empty; set with_store to the previous "
                           "atlas's atlas.duckdb (or remove [compare])")
+
+
+def version_slug(name: str) -> str:
+    """A version's folder and DuckDB schema name: lower-case letters, digits and dashes."""
+    return re.sub(r"[^a-z0-9]+", "-", name.lower()).strip("-")
+
+
+def primary_version_name(cfg: Config) -> str:
+    return cfg.sae.name or Path(cfg.sae.path.rstrip("/\\")).name or "main"
+
+
+def _check_versions(cfg: Config) -> None:
+    src = cfg.source
+    seen = {version_slug(primary_version_name(cfg)): "[sae]"}
+    for i, v in enumerate(cfg.versions):
+        where = f"{src}: [[versions]] entry {i + 1}"
+        if not v.path:
+            raise ConfigError(f"{where} has no path; set path to the SAE file or folder of this version")
+        if not v.name:
+            v.name = Path(v.path.rstrip("/\\")).name
+        slug = version_slug(v.name)
+        if not slug:
+            raise ConfigError(f"{where}: name {v.name!r} needs at least one letter or digit")
+        if slug in seen:
+            raise ConfigError(f"{where}: name {v.name!r} is already used by {seen[slug]}; give each version its "
+                              "own name (set [sae] name for the main SAE)")
+        seen[slug] = f"[[versions]] entry {i + 1}"
 
 
 def load_config(path: str | Path) -> Config:

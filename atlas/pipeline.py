@@ -21,7 +21,7 @@ from atlas.activations import (ActivationCache, length_order, model_identity, sa
 from atlas.config import Config
 from atlas.corpus import TokenizedCorpus, files_hash, iter_documents, special_tokens, tokenize
 from atlas.errors import AtlasError, ConfigError, DimensionError
-from atlas.store import Store
+from atlas.store import Store, fixed_build_time
 
 FVU_WARNING = 0.5
 # Bumped when a stage's code changes what it computes, so old results are not reused.
@@ -118,6 +118,9 @@ class Build:
             self._logits()
             analysis_hash = self._analysis(harvest_hash)
             compare_hash = self._compare(analysis_hash)
+            from atlas.versions_stage import build_versions
+
+            self.versions_hash = build_versions(self, corpus, started, analysis_hash)
             self._record_run(started, corpus)
             self.store = None
         site_hash = _hash(analysis_hash, harvest_hash, compare_hash, self.cfg.section_dict("site"),
@@ -341,16 +344,50 @@ class Build:
             yield done, batch
 
     def _harvest(self, corpus: TokenizedCorpus) -> str:
-        from atlas.harvest import Harvester
+        from atlas.store.partials import drop_partials
 
         cfg = self.cfg
         t0 = time.perf_counter()
-        key = _hash(self.acts_key, self.sae.content_hash(), cfg.section_dict("harvest"), cfg.atlas.seed,
-                    STAGE_VERSIONS["harvest"])
+        # Sharding changes how the pass runs, never what it computes, so it is left out of the key.
+        settings = {k: v for k, v in cfg.section_dict("harvest").items() if k != "shards"}
+        key = _hash(self.acts_key, self.sae.content_hash(), settings, cfg.atlas.seed, STAGE_VERSIONS["harvest"])
         if self.store.stage_hash("harvest") == key:
+            drop_partials(self.store)  # left behind when a build stopped right after recording the stage
             self._stage("harvest", "reused", t0)
             return key
         ckpt = self.cache_dir / f"harvest-{key}.ckpt.npz"
+        if cfg.harvest.shards > 1:
+            harvester = self._harvest_shards(corpus, key)
+        else:
+            harvester = self._harvest_pass(corpus, ckpt)
+        res = harvester.finalize()
+        seconds = time.perf_counter() - t0
+        W_dec = self.sae.W_dec.float().numpy()
+        store = self.store
+        store.replace_table("features", tables.feature_stats(res, np.linalg.norm(W_dec, axis=1)))
+        store.replace_table("examples", tables.examples_table(res, corpus.tokens, corpus.seq_starts, cfg.harvest.window))
+        store.replace_table("intervals", tables.intervals_table(res))
+        store.replace_table("histograms", tables.histograms_table(res))
+        store.replace_table("coactivation", tables.coact_table(res))
+        store.replace_where("neighbours", "kind = 'coact'",
+                            tables.neighbour_rows("coact", res.coact_top_idx, res.coact_top_score))
+        self._write_vocab(store.query("SELECT DISTINCT unnest(token_ids) AS t FROM examples")["t"].to_numpy())
+        n_alive = int((res.count > 0).sum())
+        store.set_info(n_tokens=int(res.n_tokens), n_alive=n_alive, n_dead=int(res.n_features - n_alive),
+                       coact_exact=bool(res.coact_exact))
+        store.record_stage("harvest", key, seconds, {"tokens": int(res.n_tokens)})
+        ckpt.unlink(missing_ok=True)
+        drop_partials(store)
+        rate = res.n_tokens / max(seconds, 1e-9)
+        self._stage("harvest", "computed", t0,
+                    f"{res.n_tokens:,} tokens at {rate:,.0f}/s; {n_alive:,} alive, {res.n_features - n_alive:,} dead")
+        return key
+
+    def _harvest_pass(self, corpus: TokenizedCorpus, ckpt: Path):
+        """The whole corpus in one pass, checkpointed to `ckpt` every `checkpoint_every` batches."""
+        from atlas.harvest import Harvester
+
+        cfg = self.cfg
         ckpt.parent.mkdir(parents=True, exist_ok=True)
         harvester, start = Harvester(self.sae.d_sae, cfg.harvest, seed=cfg.atlas.seed), 0
         if ckpt.is_file():
@@ -375,27 +412,51 @@ class Build:
                     tmp = ckpt.with_name(ckpt.name + ".tmp.npz")
                     np.savez(tmp, _next_seq=np.int64(next_seq), **harvester.state_dict())
                     os.replace(tmp, ckpt)
-        res = harvester.finalize()
-        seconds = time.perf_counter() - t0
-        W_dec = self.sae.W_dec.float().numpy()
-        store = self.store
-        store.replace_table("features", tables.feature_stats(res, np.linalg.norm(W_dec, axis=1)))
-        store.replace_table("examples", tables.examples_table(res, corpus.tokens, corpus.seq_starts, cfg.harvest.window))
-        store.replace_table("intervals", tables.intervals_table(res))
-        store.replace_table("histograms", tables.histograms_table(res))
-        store.replace_table("coactivation", tables.coact_table(res))
-        store.replace_where("neighbours", "kind = 'coact'",
-                            tables.neighbour_rows("coact", res.coact_top_idx, res.coact_top_score))
-        self._write_vocab(store.query("SELECT DISTINCT unnest(token_ids) AS t FROM examples")["t"].to_numpy())
-        n_alive = int((res.count > 0).sum())
-        store.set_info(n_tokens=int(res.n_tokens), n_alive=n_alive, n_dead=int(res.n_features - n_alive),
-                       coact_exact=bool(res.coact_exact))
-        store.record_stage("harvest", key, seconds, {"tokens": int(res.n_tokens)})
-        ckpt.unlink(missing_ok=True)
-        rate = res.n_tokens / max(seconds, 1e-9)
-        self._stage("harvest", "computed", t0,
-                    f"{res.n_tokens:,} tokens at {rate:,.0f}/s; {n_alive:,} alive, {res.n_features - n_alive:,} dead")
-        return key
+        return harvester
+
+    def _harvest_shards(self, corpus: TokenizedCorpus, key: str):
+        """The pass as `[harvest] shards` contiguous runs of sequences, one after another. Each finished shard's
+        partial goes to the store, which is what a killed build resumes from; the store merges them exactly."""
+        import torch
+
+        from atlas.harvest import Harvester
+        from atlas.store.partials import HarvestPartials
+
+        cfg = self.cfg
+        n_shards = cfg.harvest.shards
+        # Sequences in the order the pass reads them: the cache's, or shortest first through the model.
+        order = np.arange(corpus.n_sequences) if self.acts is not None else length_order(corpus)
+        bounds = np.linspace(0, corpus.n_sequences, n_shards + 1).round().astype(np.int64)
+        shard_tokens = np.diff(np.concatenate([[0], np.cumsum(np.diff(corpus.seq_starts)[order])])[bounds])
+        partials = HarvestPartials(self.store, _hash(key, bounds.tolist()))
+        done = set(partials.finished())
+        if done:
+            first = min(set(range(n_shards)) - done, default=n_shards)
+            self.log(f"  harvest: resuming at shard {first + 1} of {n_shards} ({len(done)} already in the store)")
+        with self._bar(corpus.n_tokens, "harvest") as bar, torch.inference_mode():
+            bar.update(int(shard_tokens[sorted(done)].sum()))
+            for shard in range(n_shards):
+                if shard in done:
+                    continue
+                harvester = Harvester(self.sae.d_sae, cfg.harvest, seed=cfg.atlas.seed)
+                for batch in self._shard_batches(corpus, order[bounds[shard]:bounds[shard + 1]]):
+                    harvester.update(self.sae.encode(batch.x), batch.token_index, batch.seq_id)
+                    bar.update(len(batch.token_index))
+                partials.write(shard, harvester.partial_frames())
+                del harvester
+        return Harvester.from_partial(partials.merge(), cfg.harvest, seed=cfg.atlas.seed)
+
+    def _shard_batches(self, corpus: TokenizedCorpus, seqs: np.ndarray):
+        """Encoder-input batches of the listed sequences (a contiguous run of the pass's order)."""
+        if len(seqs) == 0:
+            return
+        if self.acts is not None:
+            # Ending the corpus after the run's last sequence makes the cache stream stop there.
+            head = TokenizedCorpus(corpus.tokens, corpus.seq_starts[: seqs[-1] + 2], corpus.prefix, corpus.suffix)
+            for _, batch in stream_from_array(self.acts, head, self.cfg.model.batch_tokens, int(seqs[0])):
+                yield batch
+        else:
+            yield from stream_from_model(self.model, corpus, self.cfg.model.batch_tokens, seqs)
 
     def _write_vocab(self, new_ids: np.ndarray) -> None:
         import pandas as pd
@@ -475,6 +536,7 @@ class Build:
         import importlib.metadata as md
 
         cfg = self.cfg
+        fixed = fixed_build_time()
         versions = {"atlas": atlas.__version__, "python": platform.python_version()}
         for pkg in ("torch", "transformers", "duckdb", "umap-learn", "scikit-learn", "plotly", "jinja2"):
             try:
@@ -493,12 +555,13 @@ class Build:
             recon_tokens=self.recon["n_tokens"], recon_candidates=self.recon["candidates"],
             hook_candidates=getattr(self, "hook_choice", []),
             warnings=self.report.warnings, config=cfg.to_dict(), versions=versions,
-            stage_times=self.report.times(), built_at=time.strftime("%Y-%m-%d %H:%M UTC", time.gmtime(started)),
+            stage_times=self.report.times() if fixed is None else {},
+            built_at=time.strftime("%Y-%m-%d %H:%M UTC", time.gmtime(started if fixed is None else fixed)),
         )
         self.store.con.execute("DELETE FROM runs")
         self.store.con.execute(
-            "INSERT INTO runs VALUES (1, to_timestamp(?), now(), ?, ?, ?, ?)",
-            [started, json.dumps(cfg.to_dict(), sort_keys=True), cfg.hash(), atlas.__version__,
+            "INSERT INTO runs VALUES (1, to_timestamp(?), coalesce(to_timestamp(?), now()), ?, ?, ?, ?)",
+            [started if fixed is None else fixed, fixed, json.dumps(cfg.to_dict(), sort_keys=True), cfg.hash(), atlas.__version__,
              json.dumps(versions, sort_keys=True)],
         )
 

@@ -12,6 +12,7 @@ from atlas.harvest.grid import (
     NO_GRID, SALT_INTERVAL, SALT_RANDOM, coarsen_counts, float32_parts, grid_exponent, sample_key, sub_bin,
     sum_from_parts,
 )
+from atlas.harvest.partials import HarvestPartial, check_layout, load_coact, partial_from_state
 from atlas.harvest.result import HarvestResult, histogram, intervals
 from atlas.harvest.slots import BottomSlots
 
@@ -212,6 +213,30 @@ class Harvester:
         h._intervals.load(state, "intervals")
         h._random.load(state, "random")
         h._coact.load(state)
+        return h
+
+    def partial_frames(self) -> HarvestPartial:
+        """This shard's state as long-format tables, for merging with other shards in the store."""
+        return partial_from_state(self.state_dict(), self._ni)
+
+    @classmethod
+    def from_partial(cls, partial: HarvestPartial, cfg: HarvestSection, seed: int = 0) -> "Harvester":
+        """The streaming state that (merged) partial tables describe: the inverse of `partial_frames`."""
+        h = cls(partial.n_features, cfg, seed=seed)
+        reservoirs = {"top": (h._top, 1), "interval": (h._intervals, h._ni), "random": (h._random, 1)}
+        check_layout(partial, h.n_features, {k: r.m for k, (r, _) in reservoirs.items()},
+                     getattr(h._coact, "capacity", 0))
+        h.n_tokens = partial.n_tokens
+        feature, count, max_value, exp = partial.columns("features", "feature", "count", "max", "exp")
+        h.count[feature], h.max[feature], h._exp[feature] = count, max_value, exp
+        feature, expo, mant = partial.columns("sums", "feature", "expo", "mant")
+        h._mant[feature, expo] = mant
+        feature, bin_, n = partial.columns("hist", "feature", "bin", "n")
+        h._hist[feature, bin_] = n
+        for kind, (slots, per_feature) in reservoirs.items():
+            feature, sub, key, index, value, windows = partial.samples(kind, slots.width)
+            slots.offer(feature.astype(np.int64) * per_feature + sub, key, index, value, lambda sel: windows[sel])
+        load_coact(h._coact, partial)
         return h
 
     # -- the end ----------------------------------------------------------------------------------------

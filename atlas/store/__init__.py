@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import os
 from pathlib import Path
 from typing import Any
 
@@ -12,17 +13,71 @@ import pandas as pd
 from atlas.store.schema import TABLES, create_statements
 
 
-class Store:
-    """A DuckDB file with the atlas schema; writes whole frames, reads frames or JSON facts."""
+MAIN = "main"
 
-    def __init__(self, path: str | Path, read_only: bool = False):
+
+def fixed_build_time() -> float | None:
+    """SOURCE_DATE_EPOCH (the reproducible-builds convention), when set: the build time to record instead of
+    the clock. Durations are then not recorded either, so the same inputs give a byte-identical store."""
+    value = os.environ.get("SOURCE_DATE_EPOCH", "").strip()
+    try:
+        return float(value) if value else None
+    except ValueError:
+        return None
+
+
+def without_durations(facts: dict[str, Any]) -> dict[str, Any]:
+    """`facts` minus its durations (keys ending in `_s`) when the build time is fixed."""
+    if fixed_build_time() is None:
+        return facts
+    return {k: v for k, v in facts.items() if not k.endswith("_s")}
+
+
+class Store:
+    """A DuckDB file with the atlas schema; writes whole frames, reads frames or JSON facts.
+
+    An atlas holding several SAE versions keeps each extra version's tables in a DuckDB schema of its own
+    (`schema`), with the same table names; the main SAE's tables are in `main`. One file either way.
+    """
+
+    def __init__(self, path: str | Path, read_only: bool = False, schema: str = MAIN):
         self.path = Path(path)
         if read_only and not self.path.exists():
             raise FileNotFoundError(self.path)
+        self.read_only = read_only
         self.con = duckdb.connect(str(self.path), read_only=read_only)
-        if not read_only:
+        self._enter_schema(schema)
+
+    def _enter_schema(self, schema: str) -> None:
+        self.schema = schema
+        if schema != MAIN:
+            if not self.read_only:
+                self.con.execute(f'CREATE SCHEMA IF NOT EXISTS "{schema}"')
+            elif schema not in self.schemas():
+                raise KeyError(f"{self.path} holds no version schema {schema!r}")
+            self.con.execute(f"SET schema = '{schema}'")
+        if not self.read_only:
             for ddl in create_statements():
                 self.con.execute(ddl)
+
+    def in_schema(self, schema: str) -> "Store":
+        """The same file seen through another version's schema (shares this connection's database)."""
+        view = object.__new__(Store)
+        view.path, view.read_only = self.path, self.read_only
+        view.con = self.con.cursor()
+        view._enter_schema(schema)
+        return view
+
+    def schemas(self) -> list[str]:
+        """Every schema in the file that holds an atlas (main first)."""
+        rows = self.con.execute("SELECT DISTINCT table_schema FROM information_schema.tables "
+                                "WHERE table_name = 'atlas_info'").fetchall()
+        names = sorted(r[0] for r in rows)
+        return sorted(names, key=lambda n: n != MAIN)
+
+    def drop_schema(self, schema: str) -> None:
+        if schema != MAIN:
+            self.con.execute(f'DROP SCHEMA IF EXISTS "{schema}" CASCADE')
 
     def close(self) -> None:
         self.con.close()
@@ -65,7 +120,7 @@ class Store:
         )
         self.con.register("_facts", frame)
         self.con.execute(
-            "INSERT OR REPLACE INTO atlas_info SELECT key, value FROM _facts"
+            "INSERT OR REPLACE INTO atlas_info SELECT key, value FROM _facts ORDER BY key"
         )
         self.con.unregister("_facts")
 
@@ -106,7 +161,9 @@ class Store:
         return rows[0][0] if rows else None
 
     def record_stage(self, stage: str, input_hash: str, seconds: float, details: dict | None = None) -> None:
+        fixed = fixed_build_time()
         self.con.execute(
-            "INSERT OR REPLACE INTO stages VALUES (?, ?, ?, now(), ?)",
-            [stage, input_hash, seconds, json.dumps(details or {}, sort_keys=True)],
+            "INSERT OR REPLACE INTO stages VALUES (?, ?, ?, coalesce(to_timestamp(?), now()), ?)",
+            [stage, input_hash, 0.0 if fixed is not None else seconds, fixed,
+             json.dumps(without_durations(details or {}), sort_keys=True)],
         ).fetchall()

@@ -204,7 +204,8 @@ def logits(store: Store, lo: int, hi: int) -> dict[int, list[tuple]]:
 def _has_table(store: Store, name: str) -> bool:
     # Stores built before a table existed are opened read-only, so their schema is never upgraded.
     return bool(store.con.execute(
-        "SELECT count(*) FROM information_schema.tables WHERE table_name = ?", [name]).fetchall()[0][0])
+        "SELECT count(*) FROM information_schema.tables WHERE table_name = ? AND table_schema = current_schema()",
+        [name]).fetchall()[0][0])
 
 
 def previous_version(store: Store) -> dict[str, Any] | None:
