@@ -348,3 +348,59 @@ def test_all_equal_activations_keep_smallest_indices():
         np.testing.assert_array_equal(res.top_index[0], gidx[:6])
         np.testing.assert_array_equal(res.top_index[1], gidx[::3][:6])
         assert (res.top_index[2] == -1).all() and res.count[2] == 0
+
+
+@pytest.mark.parametrize("m", [1, 4])
+def test_bottom_slots_match_brute_force(m):
+    """Random batches, mostly one candidate per slot (taken directly) and sometimes many (ranked), with key ties
+    broken by index, and duplicates of held entries offered again: every slot holds its offered bottom-m."""
+    from atlas.harvest.slots import BottomSlots
+
+    rng = np.random.default_rng(m)
+    n_slots, width = 30, 3
+    slots = BottomSlots(n_slots, m, width)
+    offered: list[tuple[int, float, int]] = []
+    next_index = 0
+    for step in range(60):
+        size = int(rng.choice([1, 5, 40, 200]))
+        slot = rng.integers(0, n_slots, size)
+        key = rng.integers(0, 6, size) / 4.0  # coarse keys: many ties
+        index = next_index + rng.permutation(size)
+        next_index += size
+        if offered and step % 7 == 0:  # re-offer some entries already seen
+            again = [offered[i] for i in rng.integers(0, len(offered), 5)]
+            slot = np.concatenate([slot, [s for s, _, _ in again]])
+            key = np.concatenate([key, [k for _, k, _ in again]])
+            index = np.concatenate([index, [i for _, _, i in again]])
+        index = index.astype(np.int64)
+        value = (index % 1000).astype(np.float32)
+        slots.offer(slot, key, index, value, lambda sel: np.repeat(value[sel, None], width, axis=1) + np.arange(width))
+        offered.extend(zip(slot.tolist(), key.tolist(), index.tolist()))
+    value, index, window = slots.sorted()
+    for s in range(n_slots):
+        mine = sorted((k, i) for sl, k, i in offered if sl == s)[:m]
+        got = [i for i in index[s] if i >= 0]
+        assert got == [i for _, i in mine]
+        np.testing.assert_array_equal(value[s, : len(got)], np.array(got) % 1000)
+        np.testing.assert_array_equal(window[s, : len(got)], (np.array(got) % 1000)[:, None] + np.arange(width))
+
+
+def test_windows_keep_every_code_bit_for_bit():
+    """Windows come from the nonzero codes only, so codes that are not > 0 (-0.0, NaN with a payload,
+    negatives) must still appear exactly, and rows beyond the sequence must be NaN."""
+    n, half = 40, 3
+    acts = np.zeros((n, 3), np.float32)
+    acts[::5, 0] = 2.0
+    acts[1, 0], acts[2, 0], acts[6, 0] = -0.0, np.uint32(0x7FC0_1234).view(np.float32), -1.5
+    acts[:, 2] = np.linspace(0.5, 1.0, n, dtype=np.float32)  # a dense neighbour in the same rows
+    seq = np.repeat(np.arange(4), 10)
+    cfg = HarvestSection(top_k=8, window=half, n_intervals=2, per_interval=1, n_random=1, hist_bins=4)
+    h = Harvester(3, cfg)
+    h.update(acts, np.arange(n), seq)
+    res = h.finalize()
+    for j, row in enumerate(np.flatnonzero(acts[:, 0] > 0)):
+        want = np.full(2 * half + 1, np.nan, np.float32)
+        for o in range(-half, half + 1):
+            if 0 <= row + o < n and seq[row + o] == seq[row]:
+                want[o + half] = acts[row + o, 0]
+        np.testing.assert_array_equal(res.top_windows[0, j].view(np.uint32), want.view(np.uint32))

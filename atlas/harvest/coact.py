@@ -6,6 +6,8 @@ per-feature Misra-Gries summary keeps a bounded number of partners; see `SparseC
 
 from __future__ import annotations
 
+from concurrent.futures import ThreadPoolExecutor
+from contextlib import contextmanager
 from typing import Iterator
 
 import numpy as np
@@ -16,6 +18,10 @@ from atlas.harvest.grid import zeros_hugepage
 from atlas.harvest.slots import rank_in_groups
 
 _PAIR_BLOCK = 1 << 21  # pairs per block: keeps the key buffers in cache-sized pieces
+_SUMMARY_BLOCK_BYTES = 8 << 20  # one block of full count rows, small enough to stay in cache across its passes
+_TILE = 128  # accumulator rows transposed at a time when a block's lower part is gathered
+_F32_EXACT = 1 << 24  # integers below this convert to float32 exactly
+_TIE_ROOM = 2  # Jaccard pre-selection: per row, this many times `top` before a full scan for near-ties
 _TRIU: dict[int, tuple[np.ndarray, np.ndarray]] = {}
 
 
@@ -90,29 +96,6 @@ class CoactSummary:
         self.coact, self.top_idx, self.top_score, self.top_count = coact, top_idx, top_score, top_count
 
 
-def _summarise_rows(
-    rows: np.ndarray, counts: np.ndarray, feature_count: np.ndarray, keep: int, top: int
-) -> tuple[tuple[np.ndarray, ...], tuple[np.ndarray, ...]]:
-    """For a block of full count rows [b, F] (diagonal already zero): kept counts and Jaccard-ranked partners.
-
-    Jaccard (together / either) is the score: unlike count / min(count_i, count_j) it does not give a perfect
-    score to a partner that fired once, and unlike count / count_i it does not favour features that fire
-    everywhere.
-    """
-    c = torch.as_tensor(counts)
-    valid = c > 0
-    kc, _ = _top_per_row(c, valid, keep)
-    fc = torch.as_tensor(np.asarray(feature_count, dtype=np.int64))
-    union = fc[torch.as_tensor(rows)][:, None] + fc[None, :] - c
-    jac = torch.where(valid, c.to(torch.float64) / union.clamp_min(1), torch.zeros((), dtype=torch.float64))
-    tc, ts = _top_per_row(jac, valid, top)
-    counts = c.numpy()
-    r_idx = np.arange(len(rows))[:, None]
-    kept_counts = np.where(kc >= 0, counts[r_idx, np.maximum(kc, 0)], 0)
-    top_counts = np.where(tc >= 0, counts[r_idx, np.maximum(tc, 0)], 0)
-    return (kc, kept_counts), (tc, ts, top_counts)
-
-
 def _assemble(n: int, blocks: list, keep: int, top: int) -> CoactSummary:
     rows_l, cols_l, data_l = [], [], []
     top_idx = np.full((n, top), -1, np.int64)
@@ -130,6 +113,176 @@ def _assemble(n: int, blocks: list, keep: int, top: int) -> CoactSummary:
     mat = sp.csr_matrix((d.astype(np.int64), (r, c)), shape=(n, n))
     mat.sort_indices()
     return CoactSummary(mat, top_idx, top_score, top_count)
+
+
+def _symmetric_rows(u: torch.Tensor, r0: int, out: torch.Tensor) -> torch.Tensor:
+    """Full count rows r0.. of the symmetric matrix whose upper triangle is `u` (diagonal zero), into `out`.
+
+    Row r's partners above r are in row r of `u`, those below r in column r, so a block reads one strip of
+    rows and one strip of columns. The column strip is transposed `_TILE` rows at a time so that its reads
+    and the scattered writes both stay in cache.
+    """
+    r1 = r0 + out.shape[0]
+    out[:, r1:].copy_(u[r0:r1, r1:])
+    for c0 in range(0, r0, _TILE):
+        c1 = min(r0, c0 + _TILE)
+        out[:, c0:c1].copy_(u[c0:c1, r0:r1].t())
+    square = u[r0:r1, r0:r1]
+    out[:, r0:r1].copy_(square)
+    out[:, r0:r1].add_(square.t())
+    out[:, r0:r1].diagonal().zero_()
+    return out
+
+
+def _top_counts(s: torch.Tensor, row_max: torch.Tensor, keep: int, key32: torch.Tensor,
+                key64: torch.Tensor) -> tuple[np.ndarray, ...]:
+    """Per row, the columns and counts of the `keep` largest counts (ties to the smaller column), -1 / 0 padded.
+
+    The key count * 2**bits + (n-1-col) orders by count and then by smaller column, so one top-k gives the
+    exact order with no tie pass. It is built in `key32` when the block's counts leave room for the column
+    bits, else in `key64` (both [b, n] buffers).
+    """
+    b, n = s.shape
+    cols = np.full((b, keep), -1, np.int64)
+    counts = np.zeros((b, keep), np.int64)
+    kk = min(keep, n)
+    if kk == 0 or b == 0:
+        return cols, counts
+    bits = max(1, (n - 1).bit_length())
+    if s.dtype == torch.int32 and int(row_max.max()) < (1 << (31 - bits)):
+        key = torch.mul(s, 1 << bits, out=key32)
+    else:
+        key = key64.copy_(s).mul_(1 << bits)
+    key.add_(torch.arange(n - 1, -1, -1, dtype=key.dtype))
+    top = torch.topk(key, kk, dim=1).values.to(torch.int64).numpy()
+    count = top >> bits
+    ok = count > 0
+    cols[:, :kk] = np.where(ok, (n - 1) - (top & ((1 << bits) - 1)), -1)
+    counts[:, :kk] = np.where(ok, count, 0)
+    return cols, counts
+
+
+def _jaccard_order32(s: torch.Tensor, n_rows: torch.Tensor, n_all: torch.Tensor, denom: torch.Tensor,
+                     out: torch.Tensor) -> torch.Tensor:
+    """c / (n_i + n_j) in float32: ranks a row's partners as Jaccard does, in two passes over the block.
+
+    Jaccard c / (n_i + n_j - c) = x / (1 - x) with x = c / (n_i + n_j), so it rises with x. With every count
+    and sum below 2**24 each x is the correctly rounded float32 of the true ratio, and rounding keeps order.
+    `n_rows` and `n_all` are the feature counts (at least 1) as float32.
+    """
+    torch.add(n_rows[:, None], n_all[None, :], out=denom)
+    out.copy_(s)
+    return out.div_(denom)
+
+
+def _jaccard64(s: torch.Tensor, n_rows: torch.Tensor, n_all: torch.Tensor) -> torch.Tensor:
+    """Jaccard c / max(n_i + n_j - c, 1) in float64, exactly as reported; `n_*` are int64 feature counts."""
+    union = torch.add(n_rows[:, None], n_all[None, :]).sub_(s).clamp_min_(1)
+    return s.to(torch.float64).div_(union)
+
+
+def _candidates(score: torch.Tensor, top: int) -> tuple[torch.Tensor, torch.Tensor]:
+    """(row, col) of every entry scoring above 0 and at least one ulp below its row's `top`-th largest.
+
+    An entry under that line is outside the row's top by exact Jaccard too: a float32 score is a whole ulp
+    (relative 2**-24) below `top` others, a gap that float64 rounding cannot close; a float64 score is the
+    exact one, so the ulp is only slack. Rows with fewer than `top` partners keep them all. A wider top-k
+    finds the candidates unless a row has more near-ties than it holds; only such rows are scanned in full.
+    """
+    b, n = score.shape
+    wide = min(n, _TIE_ROOM * top)
+    vals, idx = torch.topk(score, wide, dim=1)
+    kth = vals[:, top - 1] if top <= n else torch.zeros(b, dtype=score.dtype)
+    thr = torch.where(kth > 0, torch.nextafter(kth, torch.zeros_like(kth)), torch.finfo(score.dtype).tiny)
+    r, j = (vals >= thr[:, None]).nonzero(as_tuple=True)
+    c = idx[r, j]
+    spill = (vals[:, -1] >= thr).nonzero().flatten() if wide < n else torch.zeros(0, dtype=torch.int64)
+    if len(spill):
+        whole = ~torch.isin(r, spill)
+        rs, cs = (score[spill] >= thr[spill, None]).nonzero(as_tuple=True)
+        r, c = torch.cat([r[whole], spill[rs]]), torch.cat([c[whole], cs])
+    return r, c
+
+
+def _top_jaccard(s: torch.Tensor, score: torch.Tensor, rows: np.ndarray, fc: np.ndarray,
+                 top: int) -> tuple[np.ndarray, ...]:
+    """Per row, the `top` partners by float64 Jaccard (ties to the smaller column): columns, scores, counts."""
+    b = s.shape[0]
+    cols = np.full((b, top), -1, np.int64)
+    scores = np.zeros((b, top))
+    counts = np.zeros((b, top), np.int64)
+    if top == 0 or b == 0 or s.shape[1] == 0:
+        return cols, scores, counts
+    r, c = _candidates(score, top)
+    cnt = s[r, c].to(torch.int64).numpy()
+    r, c = r.numpy(), c.numpy()
+    exact = cnt / np.maximum(fc[rows[r]] + fc[c] - cnt, 1)
+    order = np.lexsort((c, -exact, r))
+    r, c, cnt, exact = r[order], c[order], cnt[order], exact[order]
+    rank = rank_in_groups(r)
+    ok = rank < top
+    r, rank = r[ok], rank[ok]
+    cols[r, rank], scores[r, rank], counts[r, rank] = c[ok], exact[ok], cnt[ok]
+    return cols, scores, counts
+
+
+class _DenseSummary:
+    """One pass over the dense accumulator in blocks of full rows: kept counts and Jaccard-ranked partners.
+
+    Jaccard (together / either) is the score: unlike count / min(count_i, count_j) it does not give a perfect
+    score to a partner that fired once, and unlike count / count_i it does not favour features that fire
+    everywhere. With `fast`, partners are pre-selected on a float32 score (see `_jaccard_order32`), which is
+    exact only if no count exceeds its features' counts; `run` reports whether that held.
+    """
+
+    def __init__(self, coact: "DenseCoact", fc: np.ndarray, keep: int, top: int, fast: bool):
+        self.n, self.fc, self.keep, self.top, self.fast = coact.n, fc, keep, top, fast
+        self.u = torch.from_numpy(coact.flat).view(coact.stride, coact.stride)[: coact.n, : coact.n]
+        self.block = max(1, min(self.n, _SUMMARY_BLOCK_BYTES // (4 * max(self.n, 1))))
+        self.fc64 = torch.from_numpy(fc)
+        self.fc32 = torch.from_numpy(np.maximum(fc, 1).astype(np.float32))
+
+    def run(self) -> tuple[CoactSummary, bool]:
+        starts = list(range(0, self.n, self.block))
+        workers = max(1, min(torch.get_num_threads(), len(starts)))
+        # Blocks are independent, so each thread takes whole blocks with single-threaded ops: no barrier per
+        # op, which on a shared machine would make every op wait for its slowest half.
+        with _single_threaded_ops(), ThreadPoolExecutor(workers) as pool:
+            parts = list(pool.map(self._blocks, [starts[w::workers] for w in range(workers)]))
+        done = sorted((b for part in parts for b in part), key=lambda b: b[0][0])
+        blocks = [(rows, kept, top) for rows, kept, top, _ in done]
+        return _assemble(self.n, blocks, self.keep, self.top), all(ok for *_, ok in done)
+
+    def _blocks(self, starts: list[int]) -> list[tuple]:
+        shape = (self.block, self.n)
+        s_buf = torch.empty(shape, dtype=self.u.dtype)
+        # Buffers are reused across blocks; pages of one that is never written are never allocated.
+        key32, key64 = torch.empty(shape, dtype=torch.int32), torch.empty(shape, dtype=torch.int64)
+        denom_buf, score_buf = (torch.empty(shape), torch.empty(shape)) if self.fast else (None, None)
+        out = []
+        for r0 in starts:
+            r1 = min(self.n, r0 + self.block)
+            b, rows = r1 - r0, np.arange(r0, r1)
+            s = _symmetric_rows(self.u, r0, s_buf[:b])
+            row_max = s.amax(dim=1)
+            consistent = bool((row_max.to(torch.int64) <= self.fc64[r0:r1]).all())
+            kept = _top_counts(s, row_max, self.keep, key32[:b], key64[:b])
+            if self.fast:
+                score = _jaccard_order32(s, self.fc32[r0:r1], self.fc32, denom_buf[:b], score_buf[:b])
+            else:
+                score = _jaccard64(s, self.fc64[r0:r1], self.fc64)
+            out.append((rows, kept, _top_jaccard(s, score, rows, self.fc, self.top), consistent))
+        return out
+
+
+@contextmanager
+def _single_threaded_ops() -> Iterator[None]:
+    threads = torch.get_num_threads()
+    torch.set_num_threads(1)
+    try:
+        yield
+    finally:
+        torch.set_num_threads(threads)
 
 
 class DenseCoact:
@@ -177,17 +330,16 @@ class DenseCoact:
         u = self.flat.reshape(self.stride, self.stride)[: self.n, : self.n].astype(np.int64)
         return u + u.T
 
-    def summarise(self, feature_count: np.ndarray, keep: int, top: int, block: int = 1024) -> CoactSummary:
-        u = self.flat.reshape(self.stride, self.stride)[: self.n, : self.n]
-        blocks = []
-        for r0 in range(0, self.n, block):
-            r1 = min(self.n, r0 + block)
-            rows = np.arange(r0, r1)
-            tu = torch.from_numpy(u)
-            counts = (tu[r0:r1].to(torch.int64) + tu[:, r0:r1].t()).numpy()
-            counts[np.arange(r1 - r0), rows] = 0
-            blocks.append((rows, *_summarise_rows(rows, counts, feature_count, keep, top)))
-        return _assemble(self.n, blocks, keep, top)
+    def summarise(self, feature_count: np.ndarray, keep: int, top: int) -> CoactSummary:
+        fc = np.asarray(feature_count, np.int64)
+        # The float32 pre-selection of Jaccard partners holds only for counts that agree with feature_count
+        # (no pair fires together more often than either feature fires), as every harvest's do; anything
+        # else is detected on the way and summarised again with the exact float64 scores.
+        fast = 2 * max(int(fc.max(initial=0)), 1) < _F32_EXACT
+        summary, consistent = _DenseSummary(self, fc, keep, top, fast).run()
+        if fast and not consistent:
+            summary, _ = _DenseSummary(self, fc, keep, top, False).run()
+        return summary
 
     def state(self) -> dict[str, np.ndarray]:
         return {"coact.dense": self.flat, "coact.tokens": np.int64(self.n_tokens)}

@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+from concurrent.futures import ThreadPoolExecutor
+
 import numpy as np
 import torch
 
@@ -16,7 +18,7 @@ from atlas.harvest.partials import HarvestPartial, check_layout, load_coact, par
 from atlas.harvest.result import HarvestResult, histogram, intervals
 from atlas.harvest.slots import BottomSlots
 
-_MASK_ROWS_BYTES = 16 << 20  # threshold the codes in slices this size so the mask stays in cache
+_MASK_ROWS_BYTES = 16 << 20  # scan the codes for nonzeros in slices this size, which stay in cache
 
 
 def _pow2_at_least(n: int) -> int:
@@ -24,12 +26,22 @@ def _pow2_at_least(n: int) -> int:
 
 
 class _Batch:
-    """One batch's codes and sequence bounds, for gathering the windows of accepted candidates."""
+    """One batch's nonzero codes, sorted by (feature, row), and its sequence bounds: gathers sample windows.
 
-    def __init__(self, acts: np.ndarray, seq_id: np.ndarray, half: int):
-        self.acts = acts
-        self.half = half
+    A window is a run of one feature's rows, so it is read from the sorted nonzeros (a few kilobytes per
+    feature, found by binary search) rather than from the dense codes, where every row of it would be a
+    cache miss 4*F bytes from the last.
+    """
+
+    def __init__(self, t: np.ndarray, f: np.ndarray, values: np.ndarray, n_features: int, seq_id: np.ndarray,
+                 half: int):
         n = len(seq_id)
+        # Row-major nonzeros sorted stably by feature are in (feature, row) order; radix sort on 16-bit ids.
+        order = np.argsort(f.astype(np.uint16) if n_features <= 1 << 16 else f, kind="stable")
+        self.key = (f * n + t)[order]
+        self.values = values[order]
+        self.n_rows = n
+        self.half = half
         change = np.flatnonzero(seq_id[1:] != seq_id[:-1]) + 1
         starts = np.concatenate([[0], change])
         ends = np.concatenate([change, [n]])
@@ -39,22 +51,32 @@ class _Batch:
         self.lo, self.hi = starts[seg], ends[seg]
 
     def windows(self, rows: np.ndarray, feats: np.ndarray) -> np.ndarray:
-        offs = np.arange(-self.half, self.half + 1)
-        r = rows[:, None] + offs[None, :]
-        inside = (r >= self.lo[rows][:, None]) & (r < self.hi[rows][:, None])
-        n_feat = self.acts.shape[1]
-        # Out-of-batch rows clip to some valid element, which the mask then replaces.
-        out = np.take(self.acts.reshape(-1), r * n_feat + feats[:, None], mode="clip")
-        out[~inside] = np.nan
+        """[len(rows), 2*half+1] codes around each (row, feature); NaN outside the row's sequence."""
+        half = self.half
+        lo, hi = self.lo[rows], self.hi[rows]
+        r = rows[:, None] + np.arange(-half, half + 1)
+        out = np.where((r >= lo[:, None]) & (r < hi[:, None]), np.float32(0), np.float32(np.nan))
+        base = feats * self.n_rows
+        start = np.searchsorted(self.key, base + np.maximum(rows - half, lo))
+        stop = np.searchsorted(self.key, base + np.minimum(rows + half, hi - 1), side="right")
+        n = stop - start
+        owner = np.repeat(np.arange(len(rows)), n)
+        pos = np.arange(n.sum()) + np.repeat(start - (np.cumsum(n) - n), n)
+        out[owner, self.key[pos] - base[owner] - rows[owner] + half] = self.values[pos]
         return out
 
 
-def _firing(acts: np.ndarray) -> np.ndarray:
-    """Flat positions of act > 0, row-major (so features ascend within each token)."""
+def _nonzero(acts: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+    """Flat positions, row-major, and values of the codes with any bit set (so -0.0 and NaN are kept).
+
+    Row-major means features ascend within each token. Windows show every such code; only those > 0 fire.
+    """
     n, f = acts.shape
+    bits = acts.view(np.uint32)
     rows = max(1, _MASK_ROWS_BYTES // max(f, 1))
-    parts = [np.flatnonzero(acts[s : s + rows] > 0) + s * f for s in range(0, n, rows)]
-    return np.concatenate(parts) if parts else np.zeros(0, np.int64)
+    parts = [np.flatnonzero(bits[s : s + rows] != 0) + s * f for s in range(0, n, rows)]
+    flat = np.concatenate(parts) if parts else np.zeros(0, np.int64)
+    return flat, acts.reshape(-1)[flat]
 
 
 class Harvester:
@@ -105,12 +127,22 @@ class Harvester:
             )
         if n_rows == 0:
             return
-        flat = _firing(a)
-        t, f = np.divmod(flat, self.n_features)
-        v = a.reshape(-1)[flat]
-        g = token_index[t]
+        flat, values = _nonzero(a)
+        t_nz, f_nz = np.divmod(flat, self.n_features)
+        batch = _Batch(t_nz, f_nz, values, self.n_features, seq_id, self.cfg.window)
+        fires = values > 0
+        t, f, v = t_nz[fires], f_nz[fires], values[fires]
+        # Pair counting shares nothing with the rest and mostly waits on memory, so it runs beside it on the
+        # core that numpy leaves idle.
+        with ThreadPoolExecutor(1) as pool:
+            pairs = pool.submit(self._coact.update, t, f, n_rows)
+            self._sample(t, f, v, token_index[t], batch)
+            pairs.result()
+        self.n_tokens += n_rows
+
+    def _sample(self, t: np.ndarray, f: np.ndarray, v: np.ndarray, g: np.ndarray, batch: _Batch) -> None:
+        """Sums, maxima and histograms, then the three sample reservoirs, for firing (row, feature, value)."""
         self._accumulate(f, v)
-        batch = _Batch(a, seq_id, self.cfg.window)
 
         def fetch(sel: np.ndarray) -> np.ndarray:
             return batch.windows(t[sel], f[sel])
@@ -119,8 +151,6 @@ class Harvester:
         self._random.offer(f, sample_key(self.seed, SALT_RANDOM, f, g), g, v, fetch)
         slot = f * self._ni + sub_bin(v, self._exp[f], self._ni)
         self._intervals.offer(slot, sample_key(self.seed, SALT_INTERVAL, f, g), g, v, fetch)
-        self._coact.update(t, f, n_rows)
-        self.n_tokens += n_rows
 
     def _as_codes(self, acts: torch.Tensor | np.ndarray) -> np.ndarray:
         if isinstance(acts, torch.Tensor):

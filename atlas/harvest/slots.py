@@ -32,7 +32,7 @@ class BottomSlots:
     union is the bottom-m of the parts' bottom-m) all rely on this. Places within a slot are unordered so
     that a newcomer is written once, into the place of the entry it evicts, and survivors never move (windows
     are most of the bytes); `sorted()` orders them for output. Empty places hold key +inf and index
-    INDEX_EMPTY; `thr_*` is each slot's largest (key, index), which a candidate must beat.
+    INDEX_EMPTY; `thr_*` is each slot's largest (key, index), which a candidate must beat, and its place.
     """
 
     def __init__(self, n_slots: int, m: int, width: int):
@@ -41,9 +41,12 @@ class BottomSlots:
         self.key = np.full((n_slots, self.m), np.inf)
         self.index = np.full((n_slots, self.m), INDEX_EMPTY, np.int64)
         self.value = np.full((n_slots, self.m), np.nan, np.float32)
-        self.window = np.full((n_slots, self.m, self.width), np.nan, np.float32)
+        # Windows of empty places are never used, so they start as zeros: pages that cost no memory or time
+        # until a place in them is filled (the interval reservoirs are large and fill slowly).
+        self.window = np.zeros((n_slots, self.m, self.width), np.float32)
         self.thr_key = np.full(n_slots, np.inf)
         self.thr_index = np.full(n_slots, INDEX_EMPTY, np.int64)
+        self.thr_place = np.full(n_slots, self.m - 1, np.int64)
 
     @property
     def n_slots(self) -> int:
@@ -67,7 +70,29 @@ class BottomSlots:
         sel = np.flatnonzero(keep)
         if len(sel) == 0:
             return
+        # A lone candidate of a slot beat its largest entry, so it takes that entry's place. Once the
+        # reservoirs are warm nearly every candidate is alone, and only the rest need ranking.
+        alone = np.bincount(slot[sel], minlength=self.n_slots)[slot[sel]] == 1
+        lone = sel[alone]
+        lone_rows = slot[lone]
+        rows, places, chosen, crowded = self._placements(slot, key, index, sel[~alone])
+        rows = np.concatenate([lone_rows, rows])
+        places = np.concatenate([self.thr_place[lone_rows], places])
+        chosen = np.concatenate([lone, chosen])
+        self.key[rows, places] = key[chosen]
+        self.index[rows, places] = index[chosen]
+        self.value[rows, places] = value[chosen]
+        self.window[rows, places] = windows(chosen)
+        self._refresh_thresholds(np.concatenate([lone_rows, crowded]))
+
+    def _placements(
+        self, slot: np.ndarray, key: np.ndarray, index: np.ndarray, sel: np.ndarray
+    ) -> tuple[np.ndarray, ...]:
+        """Where candidates `sel` (slots with several) land: (slot, place, candidate) per win, and the slots."""
         m = self.m
+        if len(sel) == 0:
+            empty = np.zeros(0, np.int64)
+            return empty, empty, empty, empty
         c_slot, c_key, c_index = slot[sel], key[sel], index[sel]
         order = np.lexsort((c_index, c_key, c_slot))
         c_rank = rank_in_groups(c_slot[order])
@@ -83,12 +108,10 @@ class BottomSlots:
         nu = len(touched)
         ek, ei = self.key[touched], self.index[touched]
 
-        # Rank of each held entry among its slot's held entries (place order breaks ties between empties).
-        a_k, b_k = ek[:, :, None], ek[:, None, :]
-        a_i, b_i = ei[:, :, None], ei[:, None, :]
-        place = np.arange(m)
-        before = (b_k < a_k) | ((b_k == a_k) & ((b_i < a_i) | ((b_i == a_i) & (place[None, :] < place[:, None]))))
-        held_rank = before.sum(axis=2)
+        # Rank of each held entry among its slot's held entries; the sort is stable, so place order breaks
+        # ties between empties.
+        held_rank = np.empty((nu, m), np.int64)
+        held_rank[np.arange(nu)[:, None], np.lexsort((ei, ek), axis=1)] = np.arange(m)
         # How many held entries each candidate beats, and so where it lands in the union.
         lk, li = ek[local], ei[local]
         below = ((lk < c_key[:, None]) | ((lk == c_key[:, None]) & (li < c_index[:, None]))).sum(axis=1)
@@ -98,19 +121,18 @@ class BottomSlots:
         evicted = held_rank + np.take_along_axis(le, held_rank, axis=1) >= m
         # Per slot, as many places are evicted as candidates win; both lists ascend by slot, so they pair up.
         ev_row, ev_place = np.nonzero(evicted)
-        ws = np.flatnonzero(wins)
-        rows = touched[ev_row]
-        self.key[rows, ev_place] = c_key[ws]
-        self.index[rows, ev_place] = c_index[ws]
-        self.value[rows, ev_place] = value[sel[ws]]
-        self.window[rows, ev_place] = windows(sel[ws])
-        self._refresh_thresholds(touched)
+        return touched[ev_row], ev_place, sel[wins], touched
 
     def _refresh_thresholds(self, slots: np.ndarray) -> None:
+        """Each slot's largest (key, index) and its place: the last of equal ones, as held ranks order them."""
         k, i = self.key[slots], self.index[slots]
         top = k.max(axis=1)
+        at_top = k == top[:, None]
+        top_index = np.where(at_top, i, np.iinfo(np.int64).min).max(axis=1)
+        last = (at_top & (i == top_index[:, None]))[:, ::-1].argmax(axis=1)
         self.thr_key[slots] = top
-        self.thr_index[slots] = np.where(k == top[:, None], i, np.iinfo(np.int64).min).max(axis=1)
+        self.thr_index[slots] = top_index
+        self.thr_place[slots] = self.m - 1 - last
 
     def sorted(self) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
         """(value, index, window) per slot in ascending (key, index) order; empty places NaN / -1."""
@@ -142,6 +164,7 @@ class BottomSlots:
         self.value[slots] = np.nan
         self.thr_key[slots] = np.inf
         self.thr_index[slots] = INDEX_EMPTY
+        self.thr_place[slots] = self.m - 1
 
     def offer_from(self, other: "BottomSlots", remap: Callable[[np.ndarray], np.ndarray] | None = None) -> None:
         """Offer every entry held by `other` (slots optionally remapped), e.g. to merge a shard."""
