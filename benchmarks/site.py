@@ -1,10 +1,19 @@
 """Site rendering at scale: build time, page weights, site size, in-browser map load and search latency.
 
     .venv/bin/python benchmarks/site.py --sizes 16000,100000
+    .venv/bin/python benchmarks/site.py --rebuild 16384 [--profile]
 
 Stores are synthetic (tests/synthetic_store.py). Above --full-up-to features each feature keeps fewer
 examples (10 top, 5x2 interval, 4 random, ±8 tokens) so the 100k site fits a laptop disk; the figures
 say which was used.
+
+--rebuild renders one site five times: cold, then with nothing changed (given the same key, so the site is
+reused), with nothing changed but no key (every page rendered and compared, every file kept), after a
+one-byte change to base.html (every page rendered and rewritten), and that change again without the HTML
+cache. Like the pipeline it passes a key and a cache folder. Each row gives the seconds, pages/s, files
+rewritten and kept, files whose mtime changed, how long deleting the replaced site took afterwards (it runs
+in the background) and the 1-minute load average before and after. --profile adds where the CPU time of a
+render goes, measured in this process on a few blocks of feature pages.
 """
 
 from __future__ import annotations
@@ -23,6 +32,8 @@ ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT / "tests"))
 
 from atlas.site import render_site  # noqa: E402
+from atlas.site.env import DEFAULT_TEMPLATES  # noqa: E402
+from atlas.site.render import finish_cleanup  # noqa: E402
 from synthetic_store import make_synthetic_store  # noqa: E402
 
 CHROMIUM = "/usr/bin/chromium"
@@ -94,14 +105,132 @@ def run(n: int, out: Path, workers: int | None, full_up_to: int, keep: bool) -> 
     return row
 
 
+def _mtimes(site: Path) -> dict[str, int]:
+    return {str(p.relative_to(site)): p.stat().st_mtime_ns for p in site.rglob("*") if p.is_file()}
+
+
+def _edited_templates(out: Path) -> Path:
+    """A copy of the templates whose base.html (so every page) has one more comment."""
+    folder = out / "templates-edited"
+    shutil.rmtree(folder, ignore_errors=True)
+    shutil.copytree(DEFAULT_TEMPLATES, folder)
+    with open(folder / "base.html", "a", encoding="utf-8") as f:
+        f.write("<!-- edited -->\n")
+    return folder
+
+
+def _timed_render(name: str, store: Path, site: Path, workers: int | None, **kw) -> dict:
+    before = _mtimes(site) if site.exists() else {}
+    load0 = os.getloadavg()[0]
+    stats = render_site(store, site, workers=workers, **kw)
+    t0 = time.perf_counter()
+    finish_cleanup()
+    cleanup = time.perf_counter() - t0
+    after = _mtimes(site)
+    return {
+        "run": name, "seconds": stats["seconds"], "pages": stats["n_pages"],
+        "pages_per_s": round(stats["n_pages"] / stats["seconds"], 1), "reused": stats["reused"],
+        "files": stats["n_files"], "rewritten": stats["n_files"] - stats["kept"], "kept": stats["kept"],
+        "mtime_changed": sum(before.get(k) != v for k, v in after.items()),
+        "old_site_deleted_after_s": round(cleanup, 2), "workers": stats["workers"],
+        "load_before": round(load0, 2), "load_after": round(os.getloadavg()[0], 2),
+    }
+
+
+def _cpu(fn, *args):
+    t0 = time.process_time()
+    out = fn(*args)
+    return out, time.process_time() - t0
+
+
+def profile_render(store: Path, site: Path, templates: Path, chunks: int = 3) -> dict:
+    """CPU seconds of each part of a render, in this process: the parent's work once, then the feature
+    pages of a few chunks (the best chunk per part, as ms per page), written next to `site` and compared
+    with it as a re-render does."""
+    from atlas.site import render as R
+    from atlas.site.contexts import FeatureData, build_feature_page, feature_html, template_vars
+    from atlas.site.env import make_env
+    from atlas.site.marker import _listing_digest
+    from atlas.site.model import load_model
+    from atlas.site.urls import SiteUrls
+    from atlas.site.writer import SiteWriter
+    from atlas.store import reads
+
+    scratch = site.with_name(site.name + "-profile")
+    shutil.rmtree(scratch, ignore_errors=True)
+    parent: dict[str, float] = {}
+    with reads.open_for_reading(store) as s:
+        model, parent["load model"] = _cpu(load_model, s)
+    urls, writer = SiteUrls(), SiteWriter(scratch, site)
+    _, parent["assets"] = _cpu(R._write_assets, writer, urls, model, templates)
+    _, parent["index, about, cluster pages"] = _cpu(R._render_pages, writer, make_env(templates), model, urls)
+    _, parent["marker listing"] = _cpu(_listing_digest, site)
+    renderer = R.FeatureRenderer(model, urls, templates, 5, store)
+    s = reads.open_for_reading(store)
+    best: dict[str, float] = {}
+    step = max(1, model.n_features // (chunks + 1) // R.CHUNK) * R.CHUNK
+    for lo in range(step, step * (chunks + 1), step):
+        hi = min(lo + R.CHUNK, model.n_features)
+        (block, hist), t_read = _cpu(lambda: (reads.examples(s, lo, hi), reads.histograms(s, lo, hi)))
+        html, t_html = _cpu(feature_html, model, block, hist, lo, hi, 5)
+        data, t_other = _cpu(lambda: FeatureData(html, reads.intervals(s, lo, hi), reads.neighbours(s, lo, hi),
+                                                 reads.logits(s, lo, hi)))
+        ctxs, t_ctx = _cpu(lambda: [build_feature_page(model, urls, n, data, 5, R.FEATURE_SCRIPTS) for n in range(lo, hi)])
+        pages, t_jinja = _cpu(lambda: [R.splice_examples(renderer.template.render(template_vars(c)), data) for c in ctxs])
+        _, t_write = _cpu(lambda: [writer.write(urls.feature(n), p) for n, p in zip(range(lo, hi), pages)])
+        for name, t in (("store reads: examples, histograms (cached)", t_read),
+                        ("token spans and histograms (cached)", t_html), ("store reads: other tables", t_other),
+                        ("page contexts", t_ctx), ("Jinja, encode, splice rows", t_jinja), ("compare, write", t_write)):
+            best[name] = min(best.get(name, float("inf")), t / (hi - lo))
+    s.close()
+    shutil.rmtree(scratch, ignore_errors=True)
+    per_page = {k: round(v * 1000, 3) for k, v in best.items()}
+    return {"run": "profile (CPU, this process)", "parent_s": {k: round(v, 2) for k, v in parent.items()},
+            "feature_page_ms": per_page, "feature_page_ms_total": round(sum(per_page.values()), 3),
+            "feature_pages_cpu_s": round(sum(best.values()) * model.n_features, 1)}
+
+
+def rebuild(n: int, out: Path, workers: int | None, keep: bool, profile: bool) -> list[dict]:
+    out.mkdir(parents=True, exist_ok=True)
+    store, site = out / f"synthetic-{n}.duckdb", out / f"rebuild-{n}"
+    make_synthetic_store(store, n_features=n, evil_text=False)
+    cache = out / f"cache-{n}"  # as the pipeline's cache_dir
+    for path in (site, cache):
+        shutil.rmtree(path, ignore_errors=True)
+    edited = _edited_templates(out)
+    key = "synthetic store"  # stands in for the pipeline's hash of the store's content
+    rows = [
+        _timed_render("cold", store, site, workers, key=key, cache_dir=cache),
+        _timed_render("unchanged, same key (reused)", store, site, workers, key=key, cache_dir=cache),
+        _timed_render("unchanged, no key (all rendered)", store, site, workers),
+        _timed_render("base.html changed", store, site, workers, templates_dir=edited, key=key, cache_dir=cache),
+        _timed_render("base.html changed, no HTML cache", store, site, workers, key=key),
+    ]
+    rows[0]["html_cache_mb"] = round(sum(p.stat().st_size for p in cache.rglob("*") if p.is_file()) / 1e6, 1)
+    if profile:
+        rows.append(profile_render(store, site, edited))
+    if not keep:
+        for path in (site, edited, cache):
+            shutil.rmtree(path, ignore_errors=True)
+        store.unlink(missing_ok=True)
+    return rows
+
+
 def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     ap.add_argument("--sizes", default="16000,100000")
+    ap.add_argument("--rebuild", type=int, default=None, metavar="N",
+                    help="time render-only rebuilds of an N-feature site instead")
+    ap.add_argument("--profile", action="store_true", help="with --rebuild: where a render's time goes")
     ap.add_argument("--out", default=str(ROOT / "benchmarks" / "out"))
     ap.add_argument("--workers", type=int, default=None)
     ap.add_argument("--full-up-to", type=int, default=20000)
     ap.add_argument("--keep", action="store_true", help="keep the stores and sites")
     a = ap.parse_args()
+    if a.rebuild:
+        for row in rebuild(a.rebuild, Path(a.out), a.workers, a.keep, a.profile):
+            print(json.dumps(row), flush=True)
+        return
     for n in [int(s) for s in a.sizes.split(",") if s]:
         print(json.dumps(run(n, Path(a.out), a.workers, a.full_up_to, a.keep), indent=2), flush=True)
 

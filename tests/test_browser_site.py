@@ -33,7 +33,9 @@ def site(tmp_path_factory):
     with Store(store, read_only=True) as s:
         feats = s.query("SELECT feature, alive, label, cluster_id FROM features ORDER BY feature")
         clusters = s.query("SELECT cluster_id, level, name FROM clusters ORDER BY cluster_id")
-    return {"root": out, "features": feats, "clusters": clusters}
+        top = s.query("SELECT token_ids, focus FROM examples WHERE feature = 0 AND kind = 'top' ORDER BY rank LIMIT 1")
+    return {"root": out, "features": feats, "clusters": clusters,
+            "top_focus_id": int(top.token_ids[0][int(top.focus[0])])}
 
 
 @pytest.fixture(scope="module")
@@ -204,7 +206,11 @@ def test_short_long_toggle_and_hover_card(site, watched):
     card.wait_for(state="visible")
     value = focus.get_attribute("data-v")
     assert value and value in card.inner_text()
-    assert "id " + focus.get_attribute("data-t") in card.inner_text()
+    assert f"id {site['top_focus_id']}\n" in card.inner_text() + "\n"  # from the row's list of token ids
+    quiet = page.locator(".tok > span:not(.far):not([class])").first  # a token that did not fire
+    quiet.hover()
+    page.wait_for_function("document.getElementById('card').lastChild.textContent === 'activation 0'")
+    assert re.search(r"^id \d+$", card.inner_text(), re.M)
     page.screenshot(path=str(SHOTS / "feature.png"), full_page=False)
     watched.assert_clean()
 

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import dataclasses
 import json
+import re
 from pathlib import Path
 
 import jinja2
@@ -15,12 +16,13 @@ from atlas.site import contexts as ctxmod
 from atlas.site.charts import N_LEVELS, SCALE, level
 from atlas.site.env import DEFAULT_TEMPLATES, PAGE_TEMPLATES, make_env
 from atlas.site.model import load_model
-from atlas.site.render import FeatureRenderer, _write_assets
+from atlas.site.render import FeatureRenderer, _write_assets, splice_examples
 from atlas.site.safe import json_for_script
-from atlas.site.tokens import TokenHtml, example_line, levels_of
+from atlas.site.tokens import TokenHtml, example_html, levels_of
 from atlas.site.urls import SiteUrls
 from atlas.site.writer import SiteWriteError, SiteWriter
 from atlas.store import reads
+from atlas.store.reads import ExampleBlock
 from synthetic_store import make_synthetic_store
 
 CONTEXTS = {
@@ -58,20 +60,21 @@ def built(tmp_path_factory):
 def test_feature_context_contents(built):
     store, model, urls = built
     r = FeatureRenderer(model, urls, DEFAULT_TEMPLATES, 5, store)
-    s = reads.open_for_reading(store)
-    data = ctxmod.FeatureData(reads.examples(s, 0, 40), reads.intervals(s, 0, 40), reads.histograms(s, 0, 40),
-                              reads.neighbours(s, 0, 40), reads.logits(s, 0, 40))
-    s.close()
+    data = r.read_range(0, 40)
     n = int(model.alive_ids[5])
     page = ctxmod.build_feature_page(model, urls, n, data, 5, ("static/feature.js",))
     assert page.crumbs[0].text == "atlas" and page.crumbs[-1].text == f"feature {n}"
     levels = [model.clusters[int(c.href.rsplit("/", 1)[1][:-5])].level for c in page.crumbs[1:-1]]
     assert levels == sorted(levels) and len(levels) == 3  # coarse to fine
     assert [g.title for g in page.neighbour_groups] == ["Decoder-cosine neighbours", "Co-activation neighbours"]
-    assert all(len(g.rows) == 10 for g in page.neighbour_groups)
+    assert all(g.rows.count("<tr>") == 10 for g in page.neighbour_groups)
     assert [s.title for s in page.sections] == ["Top activations", "Interval samples", "Random samples"]
-    assert len(page.sections[0].groups[0].examples) == 20
-    assert page.logits_pos and page.logits_neg and page.logits_pos[0].value.startswith("+")
+    top = page.sections[0].groups[0]
+    html = splice_examples(str(top.rows), data).decode()
+    assert top.n_examples == 20 and html.count('<div class="ex">') == 20 and ctxmod.EXAMPLES_MARK not in html
+    assert page.logits_pos.count('<td class="lv pos">') == 10 and page.logits_neg.count('<td class="lv neg">') == 10
+    assert re.match(r'<tr><td class="lt">[^<]*</td><td class="lv pos"><span class="bar" style="width:\d+%"></span>\+',
+                    page.logits_pos)
     assert page.prev.href.endswith(f"{n - 1}.html") and page.next.href.endswith(f"{n + 1}.html")
     assert page.map_href == f"../../index.html#feature={n}"
     r.close()
@@ -81,8 +84,9 @@ def test_cluster_context_members_sorted(built):
     _store, model, urls = built
     cid = min(model.clusters)
     page = ctxmod.build_cluster_page(model, urls, cid, ctxmod.thumb_coords(model))
-    dens = [model.density[m.feature] for m in page.members]
-    assert dens == sorted(dens, reverse=True)
+    shown = [int(f) for f in re.findall(r'<tr><td><a href="[^"]+">#(\d+)</a>', page.members)]
+    dens = [model.density[f] for f in shown]
+    assert dens == sorted(dens, reverse=True) and len(shown) == page.n_shown
     assert page.n_members == len(model.members[cid])
     assert page.parent is None and page.children
 
@@ -133,12 +137,84 @@ def test_colour_scale_is_monotone_and_visible_at_low_values():
     assert lum[0] < 245  # the weakest shade differs visibly from white
 
 
-def test_example_line_marks_focus_and_far_context():
+def _block(rows: list[tuple[list[int], list[float], int]]) -> ExampleBlock:
+    """An example block of one feature from (token ids, activations, focus) per row."""
+    lengths = [len(ids) for ids, _acts, _f in rows]
+    return ExampleBlock(
+        feature=np.zeros(len(rows), dtype=np.int64), kind=["top"] * len(rows), bucket=np.zeros(len(rows)),
+        rank=np.arange(len(rows)), value=np.array([max(a, default=np.nan) for _i, a, _f in rows]),
+        focus=np.array([f for *_x, f in rows]), offsets=np.concatenate([[0], np.cumsum(lengths)]).astype(np.int64),
+        token_ids=np.array([t for ids, _a, _f in rows for t in ids], dtype=np.int64),
+        acts=np.array([a for _i, acts, _f in rows for a in acts], dtype=np.float32),
+    )
+
+
+def _rows(block: ExampleBlock, vmax: np.ndarray, tokens: TokenHtml, w: int) -> list[str]:
+    """Each row on its own (every row ends a group), as text."""
+    html = example_html(block, vmax, tokens, w, np.ones(len(block.value), dtype=bool))
+    return [bytes(html.group(k)).decode() for k in range(len(html.starts))]
+
+
+def test_example_row_marks_focus_and_far_context():
     tokens = TokenHtml({0: " a", 1: "\n", 2: "<b>"})
     ids = [0, 1, 2, 0, 1, 2, 0, 1, 2]
-    acts = np.array([0, 0, 0.5, 0, 4.0, 0, 0, 0, 1e-4], dtype=np.float32)
-    html = example_line(ids, levels_of(acts, 4.0).tolist(), acts.tolist(), 4, tokens, 2)
+    acts = [0, 0, 0.5, 0, 4.0, 0, 0, 0, 1e-4]
+    (html,) = _rows(_block([(ids, acts, 4)]), np.array([4.0]), tokens, 2)
+    assert html.startswith('<div class="ex"><span class="exv">4</span><span class="tok" data-t="0 1 2 0 1 2 0 1 2">')
     assert html.count('<span class="far">') == 2
-    assert 'class="a16 f" data-v="4" data-t="1">↵</span>' in html
+    assert '<span class="a16 f" data-v="4">↵</span>' in html
     assert "&lt;b&gt;" in html and "<b>" not in html
-    assert 'class="a1" data-v="0.0001"' in html
+    assert '<span class="a1" data-v="0.0001">' in html
+    spans = re.findall(r'<span(?: class="(?!far)[^"]*")?(?: data-v="[^"]*")?>([^<]*)</span>', html.split('class="tok"')[1])
+    assert spans == [" a", "↵", "&lt;b&gt;"] * 3  # one span per token, in the order of data-t
+
+
+VOCAB = {t: f" w{t}" for t in range(50)} | {50: "\n", 51: "</span>&", 52: ""}
+
+
+def test_example_rows_match_a_token_by_token_reference():
+    """The vectorised block builder against a plain loop over tokens, on random rows with edge cases."""
+    rng = np.random.default_rng(0)
+    rows = [([], [], 0), ([7], [0.0], 0), ([60, -1], [1.0, 0.0], 5)]  # empty, one quiet token, unknown ids
+    for _ in range(40):
+        n = int(rng.integers(1, 30))
+        acts = np.where(rng.random(n) < 0.3, rng.uniform(0, 9, n), 0.0).astype(np.float32)
+        rows.append((rng.integers(0, 53, n).tolist(), acts.tolist(), int(rng.integers(-2, n + 3))))
+    vmax = rng.uniform(0, 9, len(rows))
+    vmax[1] = 0.0
+    block = _block(rows)
+    want = [_reference_row(ids, acts, f, value, v, 3) for (ids, acts, f), value, v in zip(rows, block.value.tolist(), vmax)]
+    assert _rows(block, vmax, TokenHtml(VOCAB), 3) == want
+    ends = rng.random(len(rows)) < 0.3
+    ends[-1] = True
+    grouped = example_html(block, vmax, TokenHtml(VOCAB), 3, ends)
+    cuts = np.flatnonzero(ends) + 1
+    assert [bytes(grouped.group(k)).decode() for k in range(len(cuts))] == [
+        "".join(want[a:b]) for a, b in zip(np.r_[0, cuts[:-1]], cuts)]
+
+
+def _reference_row(ids: list[int], acts: list[float], focus: int, value: float, vmax: float, w: int) -> str:
+    from markupsafe import escape
+
+    from atlas.site.tokens import display_token
+
+    acts = np.array(acts, dtype=np.float32).astype(np.float64)
+    levs = levels_of(acts, vmax).tolist()
+    f = min(max(focus, 0), max(len(ids) - 1, 0))
+    spans = []
+    for i, tid in enumerate(ids):
+        text = "∅" if tid < 0 else str(escape(display_token(VOCAB.get(tid, "\ufffd"))))
+        if levs[i]:
+            cls = f"a{levs[i]} f" if i == f else f"a{levs[i]}"
+            spans.append(f'<span class="{cls}" data-v="{acts[i]:.6g}">{text}</span>')
+        else:
+            spans.append(f'<span class="f">{text}</span>' if i == f else f"<span>{text}</span>")
+    lo, hi = max(0, f - w), min(len(ids), f + w + 1)
+    line = "".join(spans[lo:hi])
+    if lo > 0:
+        line = '<span class="far">' + "".join(spans[:lo]) + "</span>" + line
+    if hi < len(ids):
+        line += '<span class="far">' + "".join(spans[hi:]) + "</span>"
+    shown = f"{value:.3g}" if np.isfinite(value) else "–"
+    return (f'<div class="ex"><span class="exv">{shown}</span><span class="tok" data-t="{" ".join(map(str, ids))}">'
+            f"{line}</span></div>\n")

@@ -3,14 +3,18 @@
 from __future__ import annotations
 
 import hashlib
+import os
 import re
+import shutil
 from pathlib import Path
 
 import pytest
 
 from atlas.site import render_site
+from atlas.site.marker import MARKER
 from atlas.site.render import SiteRenderError
 from atlas.store import reads
+from atlas_fixtures import workspace, write_config  # noqa: F401  (workspace: a fixture)
 from synthetic_store import make_synthetic_store
 
 ATTR_URL = re.compile(r'\s(?:href|src|action)="([^"]*)"')
@@ -86,7 +90,8 @@ def test_render_is_byte_identical(store, site, tmp_path):
 def test_stats_are_reported(store, tmp_path):
     stats = render_site(store, tmp_path / "s")
     assert stats["n_pages"] == 60 + 3 + len(list((tmp_path / "s" / "clusters").glob("*.html")))  # index, about, dead
-    assert stats["bytes"] == sum(p.stat().st_size for p in (tmp_path / "s").rglob("*") if p.is_file())
+    files = [p for p in (tmp_path / "s").rglob("*") if p.is_file() and p.name != MARKER]
+    assert stats["bytes"] == sum(p.stat().st_size for p in files) and stats["n_files"] == len(files)
     assert stats["seconds"] > 0
 
 
@@ -238,3 +243,112 @@ def test_sparse_store_still_renders(tmp_path):
     assert stats["n_pages"] == 12 + 3  # index, about, dead
     pages = [p.read_text() for p in (out / "features" / "0").glob("*.html")]
     assert any("Unlabelled feature" in html and "Top activations" in html for html in pages)
+
+
+# ---- re-rendering: reuse, kept files, the HTML cache, workers ----------------------------------------
+
+
+def _mtimes(root: Path) -> dict[str, int]:
+    return {str(p.relative_to(root)): p.stat().st_mtime_ns for p in root.rglob("*") if p.is_file()}
+
+
+def _edited_templates(tmp_path: Path) -> Path:
+    from atlas.site.env import DEFAULT_TEMPLATES
+
+    folder = tmp_path / "templates"
+    shutil.copytree(DEFAULT_TEMPLATES, folder)
+    with open(folder / "base.html", "a", encoding="utf-8") as f:
+        f.write("<!-- edited -->\n")
+    return folder
+
+
+def test_same_key_reuses_the_site_and_its_files(store, tmp_path):
+    out = tmp_path / "site"
+    first = render_site(store, out, key="k1")
+    before = _mtimes(out)
+    again = render_site(store, out, key="k1")
+    assert again["reused"] and not first["reused"]
+    assert again["n_pages"] == first["n_pages"] and again["bytes"] == first["bytes"]
+    assert _mtimes(out) == before
+    assert not render_site(store, out, key="k2")["reused"]  # another key: rendered again
+
+
+def test_a_site_changed_by_hand_is_rendered_again(store, tmp_path):
+    out = tmp_path / "site"
+    render_site(store, out, key="k")
+    want = _digest(out)
+    (out / "about.html").unlink()
+    (out / "features" / "0" / "stray.html").write_text("not ours")
+    assert not render_site(store, out, key="k")["reused"]
+    assert _digest(out) == want
+
+
+def test_template_change_rewrites_only_the_pages(store, tmp_path):
+    out = tmp_path / "site"
+    render_site(store, out, key="k")
+    before = _mtimes(out)
+    stats = render_site(store, out, templates_dir=_edited_templates(tmp_path), key="k")
+    after = _mtimes(out)
+    changed = {p for p in after if after[p] != before.get(p)}
+    assert not stats["reused"] and stats["kept"] == stats["n_files"] - stats["n_pages"]
+    # assets and data keep their timestamps; the marker names the new templates
+    assert changed == {p for p in after if p.endswith(".html")} | {MARKER}
+    assert (out / "features" / "0" / "7.html").read_text().endswith("<!-- edited -->\n")
+
+
+def test_workers_write_the_same_site_as_one_process(store, tmp_path, monkeypatch):
+    from atlas.site import render as render_module
+
+    monkeypatch.setattr(render_module, "CHUNK", 16)  # four chunks of the 60 features
+    stats = render_site(store, tmp_path / "parallel", workers=2)
+    assert stats["workers"] == 2
+    render_site(store, tmp_path / "serial", workers=1)
+    assert _digest(tmp_path / "parallel") == _digest(tmp_path / "serial")
+
+
+def test_html_cache_gives_the_same_pages_and_keeps_only_what_was_used(store, tmp_path):
+    cache = tmp_path / "cache"
+    render_site(store, tmp_path / "plain")
+    render_site(store, tmp_path / "cold", key="k", cache_dir=cache)
+    files = sorted((cache / "site-html").iterdir())
+    assert files
+    for f in files:  # a warm render must read these back, not build them again
+        os.utime(f, ns=(1, 1))
+    edited = _edited_templates(tmp_path)
+    render_site(store, tmp_path / "warm", templates_dir=edited, key="k", cache_dir=cache)
+    assert sorted((cache / "site-html").iterdir()) == files and all(f.stat().st_mtime_ns == 1 for f in files)
+    render_site(store, tmp_path / "uncached", templates_dir=edited)
+
+    def pages(site: str) -> dict[str, str]:
+        return {k: v for k, v in _digest(tmp_path / site).items() if k != MARKER}  # the marker names the key
+
+    assert pages("cold") == pages("plain") and pages("warm") == pages("uncached") != pages("plain")
+    render_site(store, tmp_path / "wider", short_window=7, key="k", cache_dir=cache)
+    assert not set(files) & set((cache / "site-html").iterdir())  # the old window's HTML is gone
+
+
+def test_a_rebuild_with_nothing_changed_keeps_the_site_and_a_template_change_renders_it(workspace, tmp_path,
+                                                                                        monkeypatch):
+    from atlas.config import load_config
+    from atlas.pipeline import build
+    from atlas.site import env
+
+    for name in ("model", "sae", "corpus.jsonl"):
+        (tmp_path / name).symlink_to(workspace / name)
+    config = write_config(tmp_path, analysis__cluster_levels=[2, 4])
+
+    def site_status() -> str:
+        report = build(load_config(config), log=lambda *a: None, progress=False)
+        return {s.name: s.status for s in report.stages}["site"]
+
+    assert site_status() == "computed"
+    assert list((tmp_path / "cache" / "site-html").iterdir())  # kept beside the build's other caches
+    site = tmp_path / "site"
+    before = _mtimes(site)
+    assert site_status() == "reused"
+    assert _mtimes(site) == before
+    monkeypatch.setattr(env, "DEFAULT_TEMPLATES", _edited_templates(tmp_path))
+    assert site_status() == "computed"
+    after = _mtimes(site)
+    assert (site / "index.html").read_text().endswith("<!-- edited -->\n")
+    assert {p for p in after if after[p] != before.get(p)} == {p for p in after if p.endswith(".html")} | {MARKER}

@@ -2,7 +2,9 @@
 
 from __future__ import annotations
 
+import re
 from pathlib import Path
+from urllib.parse import unquote
 
 import numpy as np
 import pytest
@@ -98,11 +100,12 @@ def test_removing_a_version_drops_its_schema(atlas, tmp_path):
     root, _, _ = atlas
     copy = tmp_path / "atlas.duckdb"
     copy.write_bytes((root / "atlas.duckdb").read_bytes())
-    path = _write(root, versions="", atlas__store=str(copy))
+    path = _write(root, versions="", atlas__store=str(copy), atlas__out_dir=str(tmp_path / "site"))
     _build(path)
     with Store(copy, read_only=True) as s:
         assert s.schemas() == ["main"]
         assert s.info()["atlas_versions"] == []
+    assert not (tmp_path / "site" / "versions").exists()
     _write(root, analysis__shared_layout=True)  # leave the module's config as it was
 
 
@@ -111,3 +114,39 @@ def test_version_names_must_differ(tmp_path):
     path.write_text(path.read_text() + '\n[[versions]]\nname = "V2"\npath = "other"\n')
     with pytest.raises(ConfigError, match="already used"):
         load_config(path)
+
+
+def _links(html: str) -> list[str]:
+    return re.findall(r'href="([^"#?]+)', html)
+
+
+def test_each_version_has_its_own_pages_and_a_switcher(atlas):
+    root, expected, _ = atlas
+    site = root / "site"
+    sub = site / "versions" / "second-run"
+    assert (sub / "index.html").is_file() and (sub / "compare.html").is_file()
+    assert len(list((sub / "features").rglob("*.html"))) == 13
+    for page in (site / "index.html", sub / "index.html", site / "features/0/3.html", sub / "features/0/2.html"):
+        html = page.read_text()
+        nav = re.search(r'<nav class="versions".*?</nav>', html, re.S).group(0)
+        assert "First run" in nav and "Second run" in nav
+        for href in _links(html):
+            assert (page.parent / unquote(href)).resolve().is_file(), (page, href)
+
+
+def test_feature_pages_link_their_counterparts_both_ways(atlas):
+    root, expected, _ = atlas
+    site = root / "site"
+    a, b = sorted(expected["matched"])[0]
+    main_page = (site / f"features/0/{a}.html").read_text()
+    assert "In Second run: matched to" in main_page
+    assert f'versions/second-run/features/0/{b}.html' in main_page
+    version_page = (site / f"versions/second-run/features/0/{b}.html").read_text()
+    assert "In First run: matched to" in version_page and f'../../../../features/0/{a}.html' in version_page
+    split_from = sorted({x for x, _ in expected["split"]})[0]
+    parts = sorted(y for x, y in expected["split"] if x == split_from)
+    page = (site / f"features/0/{split_from}.html").read_text()
+    assert "In Second run: split into" in page
+    assert all(f"versions/second-run/features/0/{p}.html" in page for p in parts)
+    gone = next(iter(expected["vanished"]))[0]
+    assert "In Second run: no counterpart" in (site / f"features/0/{gone}.html").read_text()

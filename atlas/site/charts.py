@@ -2,9 +2,11 @@
 
 from __future__ import annotations
 
+import functools
 import math
 
-from markupsafe import Markup, escape
+import numpy as np
+from markupsafe import Markup
 
 from atlas.site.safe import fmt
 
@@ -68,34 +70,47 @@ def legend_html() -> Markup:
     return Markup(f'<span class="legend" aria-hidden="true">0 {cells} max</span>')
 
 
+@functools.lru_cache(maxsize=64)
+def _bar_geometry(n_bins: int, width: int, pad_l: int, plot_w: int) -> tuple[tuple[str, ...], str]:
+    """Each bar's x and the common bar width as text: the same for every histogram with n_bins bins."""
+    bw = plot_w / n_bins
+    return tuple(f"{pad_l + i * bw:.1f}" for i in range(n_bins)), f"{max(bw - 1, 0.5):.1f}"
+
+
 def histogram_svg(bins: list[tuple], vmax: float, width: int = 640, height: int = 120) -> Markup:
     """Bars of the nonzero-activation histogram, coloured like the tokens; counts on hover."""
     if not bins:
         return Markup('<p class="muted">No histogram stored.</p>')
     pad_l, pad_b = 46, 18
     plot_w, plot_h = width - pad_l - 4, height - pad_b - 4
+    lo = [float(b[1]) for b in bins]
+    hi = [float(b[2]) for b in bins]
     counts = [int(b[3] or 0) for b in bins]
     top = max(counts) or 1
-    bw = plot_w / len(bins)
+    xs, bar_w = _bar_geometry(len(bins), width, pad_l, plot_w)
+    # Neighbouring bins share an edge, so each edge is formatted once. fmt of a float writes only digits,
+    # signs, '.', 'e' and ',', which need no escaping.
+    edges = {e: fmt(e) for e in {*lo, *hi}}
+    h = np.asarray(counts, dtype=np.float64) * (plot_h / top)
+    mid = (np.asarray(lo) + np.asarray(hi)) / 2
+    with np.errstate(divide="ignore", invalid="ignore"):
+        levs = np.where((mid > 0) & (vmax > 0), np.clip(np.ceil(mid / vmax * N_LEVELS), 1, N_LEVELS), 1)
     parts = [
         f'<svg class="hist" viewBox="0 0 {width} {height}" width="{width}" height="{height}" '
         f'role="img" aria-label="Histogram of nonzero activations">'
     ]
-    for i, (b, c) in enumerate(zip(bins, counts)):
-        lo, hi = float(b[1]), float(b[2])
-        h = plot_h * c / top
-        x = pad_l + i * bw
-        lev = level((lo + hi) / 2, vmax) or 1
-        parts.append(
-            f'<rect class="a{lev}" x="{x:.1f}" y="{4 + plot_h - h:.1f}" width="{max(bw - 1, 0.5):.1f}" '
-            f'height="{h:.1f}"><title>{escape(fmt(lo))} – {escape(fmt(hi))}: {c:,}</title></rect>'
-        )
+    bars = [v for row in zip(levs.astype(np.int64).tolist(), xs, (4 + plot_h - h).tolist(), h.tolist(),
+                             (edges[e] for e in lo), (edges[e] for e in hi), (f"{c:,}" for c in counts))
+            for v in row]
+    # One format call for all bars: the per-call cost dominates at 40 bars on thousands of pages.
+    bar = f'<rect class="a%d" x="%s" y="%.1f" width="{bar_w}" height="%.1f"><title>%s – %s: %s</title></rect>'
+    parts.append((bar * len(bins)) % tuple(bars))
     y0 = 4 + plot_h
     lo0, hi_last = float(bins[0][1]), float(bins[-1][2])
     parts.append(f'<line x1="{pad_l}" y1="{y0}" x2="{width - 4}" y2="{y0}" class="axis"/>')
-    parts.append(f'<text x="{pad_l}" y="{height - 4}" class="tick">{escape(fmt(lo0))}</text>')
+    parts.append(f'<text x="{pad_l}" y="{height - 4}" class="tick">{edges[lo0]}</text>')
     parts.append(
-        f'<text x="{width - 4}" y="{height - 4}" class="tick" text-anchor="end">{escape(fmt(hi_last))}</text>'
+        f'<text x="{width - 4}" y="{height - 4}" class="tick" text-anchor="end">{edges[hi_last]}</text>'
     )
     parts.append(f'<text x="{pad_l - 4}" y="12" class="tick" text-anchor="end">{top:,}</text>')
     parts.append(f'<text x="{pad_l - 4}" y="{y0}" class="tick" text-anchor="end">0</text>')

@@ -8,22 +8,26 @@ from __future__ import annotations
 
 import hashlib
 import json
+import secrets
 from dataclasses import dataclass, fields
-from typing import Any
+from typing import Any, NamedTuple
 
 import numpy as np
 from markupsafe import Markup
 
 from atlas.site.charts import histogram_svg, legend_html, thumb_points_svg
 from atlas.site.model import SiteModel
+from atlas.site.rows import LogitRow, MemberRow, NeighbourRow, logit_rows, member_rows, neighbour_rows
 from atlas.site.safe import fmt, pct
-from atlas.site.tokens import display_token, example_div, example_line, levels_of
+from atlas.site.tokens import ExampleHtml, example_html
 from atlas.site.urls import SiteUrls
+from atlas.site.versions import VersionLink, counterparts, switcher, where_it_went
 from atlas.store.reads import ExampleBlock
 
 
-@dataclass(frozen=True)
-class Link:
+# Row types are NamedTuples: immutable like the page contexts, and several times cheaper to make than a
+# frozen dataclass, which matters for the rows of thousands of pages.
+class Link(NamedTuple):
     text: str
     href: str
 
@@ -41,50 +45,36 @@ class Chrome:
     about_href: str
     built_at: str
     compare_href: str = ""  # '' when this atlas is compared with no previous one
+    versions: tuple[VersionLink, ...] = ()  # the version switcher; empty for an atlas of one SAE
 
 
-@dataclass(frozen=True)
-class Stat:
+class Stat(NamedTuple):
     name: str
     value: str
     note: str = ""
 
 
-@dataclass(frozen=True)
-class LabelRow:
+class LabelRow(NamedTuple):
     source: str
     text: str
     score: str
 
 
 @dataclass(frozen=True)
-class NeighbourRow:
-    feature: int
-    label: str
-    score: str
-    href: str
-    example: tuple[str, str, str]  # before, focus token, after: the neighbour's strongest context
-
-
-@dataclass(frozen=True)
 class NeighbourGroup:
     title: str
     explain: str
-    rows: tuple[NeighbourRow, ...]
-
-
-@dataclass(frozen=True)
-class LogitRow:
-    token: str
-    value: str
-    width: int  # bar length in percent of the largest magnitude
+    rows: Markup  # finished table rows (rows.neighbour_rows)
 
 
 @dataclass(frozen=True)
 class ExampleGroup:
     heading: str
     note: str
-    examples: tuple[Markup, ...]  # finished rows: built in Python because this is the hot loop
+    n_examples: int
+    # Stands for the finished example rows, a line each: they are built in Python because this is the
+    # hot loop, and put in after the template ran (render.py), so a template outputs this as it is.
+    rows: Markup
 
 
 @dataclass(frozen=True)
@@ -122,21 +112,14 @@ class FeaturePage:
     histogram: Markup
     legend: Markup
     has_unembedding: bool
-    logits_pos: tuple[LogitRow, ...]
-    logits_neg: tuple[LogitRow, ...]
+    logits_pos: Markup  # finished table rows (rows.logit_rows)
+    logits_neg: Markup
     neighbour_groups: tuple[NeighbourGroup, ...]
     sections: tuple[ExampleSection, ...]
     short_window: int
     n_tokens: str
     version: VersionNote | None = None
-
-
-@dataclass(frozen=True)
-class MemberRow:
-    feature: int
-    label: str
-    density: str
-    href: str
+    elsewhere: tuple[VersionNote, ...] = ()  # on the main SAE's pages: where the feature went in each version
 
 
 @dataclass(frozen=True)
@@ -150,7 +133,8 @@ class ClusterPage:
     parent: Link | None
     children: tuple[Link, ...]
     stats: tuple[Stat, ...]
-    members: tuple[MemberRow, ...]
+    members: Markup  # finished table rows (rows.member_rows), the densest first
+    n_shown: int
     n_members: int
     thumb: Markup
     map_href: str
@@ -248,7 +232,8 @@ def template_vars(ctx: Any) -> dict[str, Any]:
 
 # ---- builders ----------------------------------------------------------------------------------
 
-def make_chrome(model: SiteModel, urls: SiteUrls, page: str, page_title: str, scripts: tuple[str, ...] = ()) -> Chrome:
+def make_chrome(model: SiteModel, urls: SiteUrls, page: str, page_title: str, scripts: tuple[str, ...] = (),
+                counterparts: dict[str, int] | None = None) -> Chrome:
     root = urls.root_of(page)
     title = str(model.info.get("title") or "Feature atlas")
     return Chrome(
@@ -258,6 +243,7 @@ def make_chrome(model: SiteModel, urls: SiteUrls, page: str, page_title: str, sc
         index_href=root + urls.index, about_href=root + urls.about,
         built_at=str(model.info.get("built_at") or "unknown"),
         compare_href=root + urls.compare if model.comparison is not None else "",
+        versions=switcher(model.versions, urls, page, counterparts),
     )
 
 
@@ -273,17 +259,73 @@ def _random_alive(model: SiteModel, n: int) -> int | None:
     return int(model.alive_ids[h % len(model.alive_ids)])
 
 
+class ExampleRuns(NamedTuple):
+    """The rows of an example block that a page shows as one group (same feature, section and interval
+    bucket) lie next to each other: where each run of them ends, and each run's key and length."""
+
+    ends: np.ndarray  # bool per row: the run ends here
+    keys: list[tuple[int, str, int]]  # feature, section kind, bucket (0 outside intervals)
+    lengths: list[int]
+
+
+def example_runs(ex: ExampleBlock) -> ExampleRuns:
+    section = [k if k in _SECTION_TEXT else "random" for k in ex.kind]
+    keys = list(zip(ex.feature.tolist(), section,
+                    [b if k == "interval" else 0 for k, b in zip(section, ex.bucket.tolist())]))
+    ends = np.ones(len(keys), dtype=bool)
+    ends[:-1] = [a != b for a, b in zip(keys, keys[1:])]
+    last = np.flatnonzero(ends)
+    return ExampleRuns(ends, [keys[i] for i in last.tolist()], np.diff(last, prepend=-1).tolist())
+
+
+# Stands in for a run of example rows in the rendered template: render.py puts the run's HTML (bytes)
+# there. The random part keeps it from ever matching anything else in a page.
+EXAMPLES_MARK = f"<!--examples {secrets.token_hex(8)} "
+
+
+class FeatureHtml(NamedTuple):
+    """The HTML of a block of features that comes from the store alone, not from the templates or the rest
+    of the site: what the example cache keeps (cache.py)."""
+
+    run_keys: list[tuple[int, str, int]]  # of the example runs, as in ExampleRuns
+    run_lengths: list[int]
+    examples: ExampleHtml  # each run's finished rows
+    histograms: dict[int, Markup]  # alive feature -> its histogram
+
+
+def feature_html(model: SiteModel, ex: ExampleBlock, histograms: dict[int, list[tuple]], lo: int, hi: int,
+                 short_window: int) -> FeatureHtml:
+    runs = example_runs(ex)
+    html = example_html(ex, model.max_act[ex.feature], model.tokens, short_window, runs.ends)
+    charts = {n: histogram_svg(histograms.get(n, []), float(model.max_act[n])) for n in range(lo, hi) if model.alive[n]}
+    return FeatureHtml(runs.keys, runs.lengths, html, charts)
+
+
 @dataclass
 class FeatureData:
-    """The per-feature rows of the large tables for one feature range."""
+    """What the feature pages of one feature range need beyond the model: their HTML from the store, and
+    the per-feature rows of the other large tables."""
 
-    examples: ExampleBlock
+    html: FeatureHtml
     intervals: dict[int, list[tuple]]
-    histograms: dict[int, list[tuple]]
     neighbours: dict[int, list[tuple]]
     logits: dict[int, list[tuple]]
 
+    def __post_init__(self):
+        self._runs_of: dict[int, list[tuple[str, int, int, int]]] = {}
+        for k, ((feature, section, bucket), n) in enumerate(zip(self.html.run_keys, self.html.run_lengths)):
+            self._runs_of.setdefault(feature, []).append((section, bucket, k, n))
 
+    def example_groups(self, n: int) -> dict[str, dict[int, list[tuple[int, int]]]]:
+        """Feature n's runs of examples (index, length) by section kind, then by interval bucket."""
+        out: dict[str, dict[int, list[tuple[int, int]]]] = {}
+        for section, bucket, k, length in self._runs_of.get(n, ()):
+            out.setdefault(section, {}).setdefault(bucket, []).append((k, length))
+        return out
+
+
+_NO_SNIPPET = Markup("<b></b>")
+_NO_CHART = Markup("")
 _NEIGHBOUR_KINDS = {
     "decoder": ("Decoder-cosine neighbours", "Features whose decoder directions point the same way (cosine similarity)."),
     "coact": ("Co-activation neighbours", "Features that fire on the same tokens (co-activation score)."),
@@ -304,7 +346,7 @@ def build_feature_page(model: SiteModel, urls: SiteUrls, n: int, data: FeatureDa
     page = urls.feature(n)
     alive = bool(model.alive[n])
     label = model.label[n] or ("Dead feature" if not alive else "Unlabelled feature")
-    chrome = make_chrome(model, urls, page, f"#{n} {label}", scripts)
+    chrome = make_chrome(model, urls, page, f"#{n} {label}", scripts, counterparts(model.versions, model.comparison, n))
     crumbs = [Link("atlas", urls.href(page, urls.index))]
     crumbs += _cluster_crumbs(model, urls, page, int(model.cluster_id[n]) if model.cluster_id[n] >= 0 else None)
     crumbs.append(Link(f"feature {n}", urls.href(page, page)))
@@ -312,7 +354,6 @@ def build_feature_page(model: SiteModel, urls: SiteUrls, n: int, data: FeatureDa
     nxt = Link(f"#{n + 1}", urls.href(page, urls.feature(n + 1))) if n + 1 < model.n_features else None
     r = _random_alive(model, n)
     rnd_link = Link(f"#{r}", urls.href(page, urls.feature(r))) if r is not None else None
-    vmax = float(model.max_act[n])
     n_tokens = model.info.get("n_tokens")
     stats = (
         Stat("density", pct(model.density[n]), "of all tokens"),
@@ -328,17 +369,17 @@ def build_feature_page(model: SiteModel, urls: SiteUrls, n: int, data: FeatureDa
     nb_rows = data.neighbours.get(n, [])
     for kind, (title, explain) in _NEIGHBOUR_KINDS.items():
         rows = tuple(
-            NeighbourRow(int(o), model.feature_label(int(o)), fmt(s, 3), urls.href(page, urls.feature(int(o))),
-                         model.snippets.get(int(o), ("", "", "")))
+            NeighbourRow(int(o), model.label_html[int(o)], fmt(s, 3), urls.href(page, urls.feature(int(o))),
+                         model.snippet_html.get(int(o), _NO_SNIPPET))
             for k, _rank, o, s in nb_rows if k == kind and o is not None and 0 <= int(o) < model.n_features
         )
-        groups.append(NeighbourGroup(title, explain, rows))
+        groups.append(NeighbourGroup(title, explain, neighbour_rows(rows)))
     pos, neg = [], []
     lg = data.logits.get(n, [])
     biggest = max((abs(float(v)) for *_x, v in lg if v is not None), default=0.0) or 1.0
     for sign, _rank, tid, v in lg:
         v = float(v or 0.0)
-        row = LogitRow(display_token(model.vocab.get(int(tid), "�")), f"{v:+.3f}", round(100 * abs(v) / biggest))
+        row = LogitRow(model.tokens.shown(int(tid)), f"{v:+.3f}", round(100 * abs(v) / biggest))
         (pos if sign == "pos" else neg).append(row)
     return FeaturePage(
         chrome=chrome, feature=n, alive=alive, label=label,
@@ -346,19 +387,31 @@ def build_feature_page(model: SiteModel, urls: SiteUrls, n: int, data: FeatureDa
         prev=prev, next=nxt, random=rnd_link,
         map_href=urls.href(page, urls.index_with(f"feature={n}")),
         stats=stats,
-        histogram=histogram_svg(data.histograms.get(n, []), vmax) if alive else Markup(""),
+        histogram=data.html.histograms.get(n, _NO_CHART) if alive else Markup(""),
         legend=legend_html(),
         has_unembedding=model.has_unembedding,
-        logits_pos=tuple(pos), logits_neg=tuple(neg), neighbour_groups=tuple(groups),
-        sections=_example_sections(model, n, data, vmax, short_window) if alive else (),
+        logits_pos=logit_rows(pos, "pos"), logits_neg=logit_rows(neg, "neg"), neighbour_groups=tuple(groups),
+        sections=_example_sections(n, data) if alive else (),
         short_window=short_window, n_tokens=fmt(n_tokens) if n_tokens is not None else "the",
         version=_version_note(model, urls, page, n),
+        elsewhere=_elsewhere(model, urls, page, n),
     )
 
 
 def _cos(x) -> str:
     """Cosines and weights to two decimals, the precision the matching thresholds are set at."""
     return "–" if x is None or not np.isfinite(float(x)) else f"{float(x):.2f}"
+
+
+def _elsewhere(model: SiteModel, urls: SiteUrls, page: str, n: int) -> tuple[VersionNote, ...]:
+    """On the main SAE's feature pages: per other version, what became of this feature there."""
+    vs = model.versions
+    notes = []
+    for v, text, parts, detail in where_it_went(vs, n):
+        there = vs.path_to(v)
+        links = tuple(Link(f"#{m}", urls.previous_feature(page, there, m)) for m in parts)
+        notes.append(VersionNote(v.name, text, links, detail, f"{urls.root_of(page)}{there}/{urls.compare}"))
+    return tuple(notes)
 
 
 def _version_note(model: SiteModel, urls: SiteUrls, page: str, n: int) -> VersionNote | None:
@@ -383,23 +436,8 @@ def _version_note(model: SiteModel, urls: SiteUrls, page: str, n: int) -> Versio
     return VersionNote(comp.title, text, links, detail, urls.href(page, urls.compare))
 
 
-def _example_sections(model: SiteModel, n: int, data: FeatureData, vmax: float, short_window: int) -> tuple[ExampleSection, ...]:
-    ex = data.examples
-    rows = ex.rows(n)
-    by_kind: dict[str, dict[int, list[Markup]]] = {}
-    if len(rows):
-        base = int(ex.offsets[rows.start])
-        flat = slice(base, int(ex.offsets[rows.stop]))
-        ids = ex.token_ids[flat].tolist()
-        acts = np.nan_to_num(ex.acts[flat].astype(np.float64), nan=0.0)
-        levs = levels_of(acts, vmax).tolist()
-        acts_l = acts.tolist()
-        for i in rows:
-            a, b = int(ex.offsets[i]) - base, int(ex.offsets[i + 1]) - base
-            line = example_line(ids[a:b], levs[a:b], acts_l[a:b], int(ex.focus[i]), model.tokens, short_window)
-            kind = ex.kind[i] if ex.kind[i] in _SECTION_TEXT else "random"
-            bucket = int(ex.bucket[i]) if kind == "interval" else 0
-            by_kind.setdefault(kind, {}).setdefault(bucket, []).append(Markup(example_div(float(ex.value[i]), line)))
+def _example_sections(n: int, data: FeatureData) -> tuple[ExampleSection, ...]:
+    by_kind = data.example_groups(n)
     iv = {int(b[0]): b for b in data.intervals.get(n, [])}
     sections = []
     for kind, (title, explain) in _SECTION_TEXT.items():
@@ -418,7 +456,9 @@ def _example_sections(model: SiteModel, n: int, data: FeatureData, vmax: float, 
                     heading, note = f"interval {bucket}", ""
             else:
                 heading, note = "", ""
-            groups.append(ExampleGroup(heading, note, tuple(buckets[bucket])))
+            runs = buckets[bucket]
+            groups.append(ExampleGroup(heading, note, sum(length for _k, length in runs),
+                                       Markup("".join(f"{EXAMPLES_MARK}{k}-->" for k, _length in runs))))
         sections.append(ExampleSection(title, explain, tuple(groups)))
     return tuple(sections)
 
@@ -435,7 +475,7 @@ def build_cluster_page(model: SiteModel, urls: SiteUrls, cid: int, thumb_xy: dic
     members = sorted(model.members.get(cid, []), key=lambda f: (-float(model.density[f]), f))
     shown = members[:MAX_MEMBERS_SHOWN]
     rows = tuple(
-        MemberRow(f, model.feature_label(f), pct(model.density[f]), urls.href(page, urls.feature(f))) for f in shown
+        MemberRow(f, model.label_html[f], pct(model.density[f]), urls.href(page, urls.feature(f))) for f in shown
     )
     stats = (
         Stat("members", fmt(len(members))),
@@ -460,7 +500,7 @@ def build_cluster_page(model: SiteModel, urls: SiteUrls, cid: int, thumb_xy: dic
             Link(f"{model.clusters[k].name} ({model.clusters[k].size})", urls.href(page, urls.cluster(k)))
             for k in sorted(c.children, key=lambda k: (-model.clusters[k].size, k))
         ),
-        stats=stats, members=rows, n_members=len(members), thumb=thumb,
+        stats=stats, members=member_rows(rows), n_shown=len(rows), n_members=len(members), thumb=thumb,
         map_href=urls.href(page, urls.index_with(f"cluster={cid}")),
     )
 

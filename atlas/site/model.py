@@ -2,13 +2,16 @@
 
 from __future__ import annotations
 
+import functools
 import math
 from dataclasses import dataclass, field
 from typing import Any
 
 import numpy as np
+from markupsafe import Markup, escape
 
 from atlas.site.tokens import TokenHtml
+from atlas.site.versions import Versions, load_versions
 from atlas.store import reads
 
 
@@ -87,12 +90,13 @@ class SiteModel:
     alive_ids: np.ndarray
     snippets: dict[int, tuple[str, str, str]]  # feature -> (before, focus token, after) of its top example
     comparison: Comparison | None = None
+    versions: Versions | None = None  # the atlas's other SAE versions; None for an atlas of one SAE
 
     @property
     def has_unembedding(self) -> bool:
         return bool(self.info.get("has_unembedding", True))
 
-    @property
+    @functools.cached_property
     def n_levels(self) -> int:
         return 1 + max((c.level for c in self.clusters.values()), default=-1)
 
@@ -109,6 +113,17 @@ class SiteModel:
     def feature_label(self, n: int) -> str:
         lab = self.label[n] if 0 <= n < self.n_features else None
         return lab if lab else ("dead feature" if 0 <= n < self.n_features and not self.alive[n] else "unlabelled")
+
+    # Every feature page lists 20 neighbours: their cells are escaped once per feature, not once per mention.
+    @functools.cached_property
+    def label_html(self) -> list[Markup]:
+        return [escape(self.feature_label(n)) for n in range(self.n_features)]
+
+    @functools.cached_property
+    def snippet_html(self) -> dict[int, Markup]:
+        """feature -> its top example cut short, escaped, with the focus token in <b> and ↵ for newlines."""
+        return {f: Markup("{}<b>{}</b>{}").format(*(p.replace("\n", "↵") for p in parts))
+                for f, parts in self.snippets.items()}
 
 
 def _none_if_nan(v: Any) -> Any:
@@ -205,5 +220,5 @@ def load_model(store) -> SiteModel:
         x=column("x", np.float64, np.nan), y=column("y", np.float64, np.nan),
         clusters=clusters, members=members, extra_labels=extra, top_tokens=top,
         vocab=voc, tokens=TokenHtml(voc), alive_ids=np.flatnonzero(alive), snippets=snippets,
-        comparison=load_comparison(store),
+        comparison=load_comparison(store), versions=load_versions(store),
     )

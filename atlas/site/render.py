@@ -5,36 +5,46 @@ from __future__ import annotations
 import ctypes
 import ctypes.util
 import multiprocessing
+import multiprocessing.forkserver
 import os
 import shutil
+import threading
 import time
+import uuid
 from pathlib import Path
 
 from atlas.errors import AtlasError
 from atlas.site import data as site_data
+from atlas.site.cache import ExampleCache, keep_only
 from atlas.site.charts import scale_css
 from atlas.site.contexts import (
+    EXAMPLES_MARK,
     FeatureData,
+    FeatureHtml,
     build_about_page,
     build_dead_page,
     build_cluster_page,
     build_compare_page,
     build_feature_page,
     build_index_page,
+    feature_html,
     template_vars,
     thumb_coords,
 )
 from atlas.site.env import PAGE_TEMPLATES, make_env, templates_dir
+from atlas.site.marker import MARKER, marker_bytes, render_key, reusable
 from atlas.site.model import SiteModel, load_model
 from atlas.site.urls import SiteUrls
-from atlas.site.writer import SiteWriter
-from atlas.store import reads
+from atlas.site.writer import SiteWriter, WriteCounts
+from atlas.site.versions import load_versions
+from atlas.store import MAIN, reads
 
 # Scripts each page type loads, by registered asset name (order matters: data before code).
 INDEX_SCRIPTS = ("static/plotly.min.js", "data/map.js", "static/map.js", "static/search.js")
 FEATURE_SCRIPTS = ("static/feature.js",)
 CHUNK = 400  # features per unit of work: big enough to amortise the range queries
 PARALLEL_FROM = 3000  # below this a process pool costs more than it saves
+_MARK = EXAMPLES_MARK.encode()
 
 
 class SiteRenderError(AtlasError):
@@ -81,25 +91,39 @@ def _search_shard_urls(urls: SiteUrls) -> list[str]:
 class FeatureRenderer:
     """Renders feature pages for a range of features; one per process, with its own store handle."""
 
-    def __init__(self, model: SiteModel, urls: SiteUrls, folder: Path, short_window: int, store_path: Path):
+    def __init__(self, model: SiteModel, urls: SiteUrls, folder: Path, short_window: int, store_path: Path,
+                 cache: ExampleCache | None = None, schema: str = MAIN):
         self.model, self.urls, self.short_window, self.store_path = model, urls, short_window, store_path
+        self.schema = schema
         self.template = make_env(folder).get_template(PAGE_TEMPLATES["feature"])
+        self.cache = cache
+        self.cache_names: set[str] = set()  # the cache files this renderer used
         self._store = None
 
-    def render_range(self, lo: int, hi: int) -> list[tuple[str, bytes]]:
+    def _html(self, lo: int, hi: int) -> FeatureHtml:
+        html = self.cache.load(lo, hi) if self.cache is not None else None
+        if html is None:
+            s = self._store
+            html = feature_html(self.model, reads.examples(s, lo, hi), reads.histograms(s, lo, hi), lo, hi,
+                                self.short_window)
+            if self.cache is not None:
+                self.cache.save(lo, hi, html)
+        if self.cache is not None:
+            self.cache_names.add(self.cache.name(lo, hi))
+        return html
+
+    def read_range(self, lo: int, hi: int) -> FeatureData:
         if self._store is None:
-            self._store = reads.open_for_reading(self.store_path)
+            self._store = reads.open_for_reading(self.store_path, self.schema)
         s = self._store
-        data = FeatureData(
-            examples=reads.examples(s, lo, hi), intervals=reads.intervals(s, lo, hi),
-            histograms=reads.histograms(s, lo, hi), neighbours=reads.neighbours(s, lo, hi),
-            logits=reads.logits(s, lo, hi),
-        )
-        out = []
+        return FeatureData(html=self._html(lo, hi), intervals=reads.intervals(s, lo, hi),
+                           neighbours=reads.neighbours(s, lo, hi), logits=reads.logits(s, lo, hi))
+
+    def render_range(self, lo: int, hi: int, writer: SiteWriter) -> None:
+        data = self.read_range(lo, hi)
         for n in range(lo, hi):
             ctx = build_feature_page(self.model, self.urls, n, data, self.short_window, FEATURE_SCRIPTS)
-            out.append((self.urls.feature(n), self.template.render(template_vars(ctx)).encode("utf-8")))
-        return out
+            writer.write(self.urls.feature(n), splice_examples(self.template.render(template_vars(ctx)), data))
 
     def close(self) -> None:
         if self._store is not None:
@@ -107,37 +131,59 @@ class FeatureRenderer:
             self._store = None
 
 
-_WORKER: FeatureRenderer | None = None
+def splice_examples(page: str, data: FeatureData) -> bytes:
+    """The rendered page as UTF-8 with each example mark replaced by its run of example rows."""
+    head, *rest = page.encode().split(_MARK)
+    out = [head]
+    for part in rest:
+        k, _end, tail = part.partition(b"-->")
+        out += (data.html.examples.group(int(k)), tail)
+    return b"".join(out)
 
 
-def _worker_init(model, urls, folder, short_window, store_path) -> None:
+# ---- worker processes: each renders whole chunks and writes their pages itself ------------------
+# Pages never travel back through the pool's pipe (a 16k-feature site is 1.6 GB); only paths and counts do.
+
+_WORKER: tuple[FeatureRenderer, Path, Path | None] | None = None
+
+
+def _worker_init(model, urls, folder, short_window, store_path, cache, root, previous, schema) -> None:
     global _WORKER
-    _WORKER = FeatureRenderer(model, urls, folder, short_window, store_path)
+    _WORKER = (FeatureRenderer(model, urls, folder, short_window, store_path, cache, schema), root, previous)
 
 
-def _worker_range(bounds: tuple[int, int]) -> list[tuple[str, bytes]]:
+def _worker_range(bounds: tuple[int, int]) -> tuple[WriteCounts, set[str]]:
     assert _WORKER is not None
-    return _WORKER.render_range(*bounds)
+    renderer, root, previous = _WORKER
+    writer = SiteWriter(root, previous)
+    renderer.render_range(*bounds, writer)
+    return writer.counts, renderer.cache_names
 
 
-def _render_features(writer: SiteWriter, model: SiteModel, urls: SiteUrls, folder: Path, short_window: int,
-                     store_path: Path, workers: int) -> None:
-    chunks = [(lo, min(lo + CHUNK, model.n_features)) for lo in range(0, model.n_features, CHUNK)]
-    if workers <= 1 or len(chunks) <= 1:
-        renderer = FeatureRenderer(model, urls, folder, short_window, store_path)
-        try:
-            for lo, hi in chunks:
-                for path, content in renderer.render_range(lo, hi):
-                    writer.write(path, content)
-        finally:
-            renderer.close()
-        return
-    # spawn, not fork: the parent has had DuckDB threads, and forking those can deadlock.
-    ctx = multiprocessing.get_context("spawn")
-    with ctx.Pool(workers, initializer=_worker_init, initargs=(model, urls, folder, short_window, store_path)) as pool:
-        for pages in pool.imap(_worker_range, chunks):
-            for path, content in pages:
-                writer.write(path, content)
+def _pool_context():
+    """Workers fork from a server process that has imported the rendering code (once, and while this process
+    reads the store), not from this process: it has had DuckDB threads, and forking those can deadlock."""
+    if "forkserver" not in multiprocessing.get_all_start_methods():
+        return multiprocessing.get_context("spawn")
+    ctx = multiprocessing.get_context("forkserver")
+    ctx.set_forkserver_preload(["atlas.site.render"])
+    multiprocessing.forkserver.ensure_running()
+    return ctx
+
+
+def _chunks(n_features: int) -> list[tuple[int, int]]:
+    return [(lo, min(lo + CHUNK, n_features)) for lo in range(0, n_features, CHUNK)]
+
+
+def _render_features_here(writer: SiteWriter, model: SiteModel, urls: SiteUrls, folder: Path,
+                          short_window: int, store_path: Path, cache: ExampleCache | None, schema: str) -> set[str]:
+    renderer = FeatureRenderer(model, urls, folder, short_window, store_path, cache, schema)
+    try:
+        for lo, hi in _chunks(model.n_features):
+            renderer.render_range(lo, hi, writer)
+    finally:
+        renderer.close()
+    return renderer.cache_names
 
 
 def _exchange(a: Path, b: Path) -> bool:
@@ -152,45 +198,47 @@ def _exchange(a: Path, b: Path) -> bool:
     return rc == 0
 
 
-def _keep_unchanged_timestamps(tmp: Path, out: Path) -> int:
-    """Give every new file whose bytes equal the old site's file that file's timestamps.
-
-    Static hosts and sync tools that compare size and mtime then upload only what changed.
-    """
-    import filecmp
-
-    kept = 0
-    for new in tmp.rglob("*"):
-        if not new.is_file():
-            continue
-        old = out / new.relative_to(tmp)
-        try:
-            st = old.stat()
-        except OSError:
-            continue
-        if st.st_size == new.stat().st_size and filecmp.cmp(old, new, shallow=False):
-            os.utime(new, ns=(st.st_atime_ns, st.st_mtime_ns))
-            kept += 1
-    return kept
+def _is_site(out: Path) -> bool:
+    return (out / MARKER).is_file() or (out / "index.html").is_file()
 
 
-def _swap_into_place(tmp: Path, out: Path) -> None:
-    if out.is_dir() and (out / "index.html").exists():
-        _keep_unchanged_timestamps(tmp, out)
-    if not out.exists():
-        os.rename(tmp, out)
-        return
-    if out.is_file() or (any(out.iterdir()) and not (out / "index.html").exists()):
+_CLEANUPS: list[threading.Thread] = []
+
+
+def _discard(old: Path) -> None:
+    """Delete a replaced site in the background: freeing a large site's blocks takes seconds, and the new
+    site is already in place. The thread is not a daemon, so the interpreter finishes it before exiting."""
+    thread = threading.Thread(target=shutil.rmtree, args=(old,), kwargs={"ignore_errors": True},
+                              name=f"delete {old.name}")
+    thread.start()
+    _CLEANUPS.append(thread)
+
+
+def finish_cleanup() -> None:
+    """Wait until every replaced site is deleted."""
+    while _CLEANUPS:
+        _CLEANUPS.pop().join()
+
+
+def _check_replaceable(out: Path) -> None:
+    if out.is_file() or (out.is_dir() and any(out.iterdir()) and not _is_site(out)):
         raise SiteRenderError(
             f"{out} exists and is not a rendered atlas site; choose an empty or new output folder"
         )
-    if _exchange(tmp, out):
-        shutil.rmtree(tmp)  # tmp now holds the previous site
+
+
+def _swap_into_place(tmp: Path, out: Path) -> None:
+    if not out.exists():
+        os.rename(tmp, out)
         return
-    old = out.with_name(out.name + f".tmp-old-{os.getpid()}")
+    _check_replaceable(out)
+    if _exchange(tmp, out):
+        _discard(tmp)  # tmp now holds the previous site
+        return
+    old = tmp.with_name(tmp.name + "-old")
     os.rename(out, old)
     os.rename(tmp, out)
-    shutil.rmtree(old, ignore_errors=True)
+    _discard(old)
 
 
 def default_workers(n_features: int) -> int:
@@ -199,48 +247,127 @@ def default_workers(n_features: int) -> int:
     return max(1, min(8, os.cpu_count() or 1))
 
 
+def _n_workers(asked: int | None, n_features: int) -> int:
+    return asked if asked is not None else default_workers(n_features)
+
+
+def _render_pages(writer: SiteWriter, env, model: SiteModel, urls: SiteUrls) -> None:
+    """Every page but the feature pages: the map, about, dead features, comparison and clusters."""
+    js_config = dict(urls.js_config(), searchShards=_search_shard_urls(urls))
+    pages = [
+        (urls.index, "index", build_index_page(model, urls, INDEX_SCRIPTS, js_config)),
+        (urls.about, "about", build_about_page(model, urls)),
+        (urls.dead, "dead", build_dead_page(model, urls)),
+    ]
+    if model.comparison is not None:
+        pages.append((urls.compare, "compare", build_compare_page(model, urls)))
+    for path, kind, ctx in pages:
+        writer.write(path, env.get_template(PAGE_TEMPLATES[kind]).render(template_vars(ctx)))
+    thumbs = thumb_coords(model)
+    cluster = env.get_template(PAGE_TEMPLATES["cluster"])
+    for cid in sorted(model.clusters):
+        writer.write(urls.cluster(cid), cluster.render(template_vars(build_cluster_page(model, urls, cid, thumbs))))
+
+
+def _render_into(tmp: Path, previous: Path | None, store_path: Path, folder: Path, short_window: int,
+                 workers: int | None, key: str | None, cache: ExampleCache | None, schema: str = MAIN) -> dict:
+    """Write the whole site into `tmp`, the marker last; returns the stats of the files before it and
+    the names of the cache files it used."""
+    with reads.open_for_reading(store_path, schema) as store:
+        if _n_workers(workers, int(reads.info(store).get("d_sae") or 0)) > 1:
+            _pool_context()  # the workers' imports now run beside the model's loading
+        model = load_model(store)
+    writer = SiteWriter(tmp, previous)
+    urls = SiteUrls()
+    _write_assets(writer, urls, model, folder)
+    env = make_env(folder)
+    n_workers = _n_workers(workers, model.n_features)
+    chunks = _chunks(model.n_features)
+    if n_workers <= 1 or len(chunks) <= 1:
+        n_workers = 1
+        _render_pages(writer, env, model, urls)
+        cache_names = _render_features_here(writer, model, urls, folder, short_window, store_path, cache, schema)
+    else:
+        ctx = _pool_context()
+        init = (model, urls, folder, short_window, store_path, cache, tmp, previous, schema)
+        n_workers = min(n_workers, len(chunks))
+        cache_names = set()
+        with ctx.Pool(n_workers, initializer=_worker_init, initargs=init) as pool:
+            done = pool.imap_unordered(_worker_range, chunks)
+            _render_pages(writer, env, model, urls)  # while the workers start and render
+            for counts, names in done:
+                writer.merge(counts)
+                cache_names |= names
+    stats = {"n_pages": writer.n_pages, "n_files": writer.n_files, "bytes": writer.n_bytes,
+             "n_features": model.n_features}
+    kept = writer.n_kept
+    writer.write(MARKER, marker_bytes(tmp, key, stats))
+    return {**stats, "kept": kept, "workers": n_workers, "cache_names": cache_names}
+
+
 def render_site(store_path: Path, out_dir: Path, templates_dir: Path | None = None, short_window: int = 5,
-                workers: int | None = None) -> dict:
-    """Render the atlas in `store_path` to `out_dir`; returns n_pages, n_files, bytes and seconds."""
+                workers: int | None = None, key: str | None = None, cache_dir: Path | None = None) -> dict:
+    """Render the atlas in `store_path` to `out_dir`; returns n_pages, n_files, bytes and seconds.
+
+    Files whose bytes are unchanged keep the previous site's file (and its timestamps); `kept` counts
+    them. `key` stands for the store's content (the pipeline passes a hash of its stages' results); with
+    it, a site already rendered from the same key, store facts, templates and rendering code, and still as
+    it was written, is left alone (`reused` is then True), and with `cache_dir` too, the examples' and
+    histograms' HTML is kept there (about as large as the feature pages) for the next render of the same
+    key, whatever its templates (see cache.py)."""
     t0 = time.perf_counter()
     store_path, out_dir = Path(store_path).resolve(), Path(out_dir).resolve()
     folder = _templates(templates_dir)
-    tmp = out_dir.with_name(out_dir.name + f".tmp-{os.getpid()}")
-    if tmp.exists():
-        shutil.rmtree(tmp)
-    try:
+    full_key = None
+    if key is not None:
         with reads.open_for_reading(store_path) as store:
-            model = load_model(store)
-        writer = SiteWriter(tmp)
-        urls = SiteUrls()
-        _write_assets(writer, urls, model, folder)
-        env = make_env(folder)
-
-        js_config = dict(urls.js_config(), searchShards=_search_shard_urls(urls))
-        pages = [
-            (urls.index, "index", build_index_page(model, urls, INDEX_SCRIPTS, js_config)),
-            (urls.about, "about", build_about_page(model, urls)),
-            (urls.dead, "dead", build_dead_page(model, urls)),
-        ]
-        if model.comparison is not None:
-            pages.append((urls.compare, "compare", build_compare_page(model, urls)))
-        thumbs = thumb_coords(model)
-        pages += [
-            (urls.cluster(cid), "cluster", build_cluster_page(model, urls, cid, thumbs))
-            for cid in sorted(model.clusters)
-        ]
-        for path, kind, ctx in pages:
-            writer.write(path, env.get_template(PAGE_TEMPLATES[kind]).render(template_vars(ctx)))
-        n_workers = workers if workers is not None else default_workers(model.n_features)
-        _render_features(writer, model, urls, folder, short_window, store_path, n_workers)
-        stats = {"n_pages": writer.n_pages, "n_files": writer.n_files, "bytes": writer.n_bytes,
-                 "n_features": model.n_features, "workers": n_workers}
+            full_key = render_key(key, reads.info(store), folder, short_window)
+    versions = _versions(store_path)
+    if full_key is not None and (kept := reusable(out_dir, full_key)) is not None \
+            and all(reusable(out_dir / v.site_path, _sub_key(full_key, v)) for v in versions):
+        return {**kept, "kept": kept.get("n_files", 0), "workers": 0, "reused": True,
+                "seconds": round(time.perf_counter() - t0, 3)}
+    _check_replaceable(out_dir)
+    # Unique per call: a previous call's replaced site may still be being deleted under its tmp name.
+    tmp = out_dir.with_name(f"{out_dir.name}.tmp-{os.getpid()}-{uuid.uuid4().hex[:8]}")
+    previous = out_dir if out_dir.is_dir() and _is_site(out_dir) else None
+    cache = _cache(cache_dir, key, short_window)
+    try:
+        stats = _render_into(tmp, previous, store_path, folder, short_window, workers, full_key, cache)
+        for v in versions:
+            # Each version's pages are a site of their own under versions/<slug>/, swapped in with the main one.
+            before = previous / v.site_path if previous is not None and _is_site(previous / v.site_path) else None
+            sub = _render_into(tmp / v.site_path, before, store_path, folder, short_window, workers,
+                               _sub_key(full_key, v), _cache(cache_dir, _sub_key(key, v), short_window), v.schema)
+            for k in ("n_pages", "n_files", "bytes", "kept"):
+                stats[k] += sub[k]
+            stats["cache_names"] |= sub["cache_names"]
         _swap_into_place(tmp, out_dir)
     except BaseException:
         shutil.rmtree(tmp, ignore_errors=True)
         raise
-    stats["seconds"] = round(time.perf_counter() - t0, 3)
-    return stats
+    cache_names = stats.pop("cache_names")
+    if cache is not None:
+        keep_only(cache.folder, cache_names)
+    return {**stats, "reused": False, "seconds": round(time.perf_counter() - t0, 3)}
+
+
+def _versions(store_path: Path) -> list:
+    """The atlas's other SAE versions, rendered below the main site (none for an atlas of one SAE)."""
+    with reads.open_for_reading(store_path) as store:
+        versions = load_versions(store)
+    return [] if versions is None else [v for v in versions.entries if v.site_path]
+
+
+def _cache(cache_dir: Path | None, key: str | None, short_window: int) -> ExampleCache | None:
+    """The feature-page HTML kept for `key`; none without a key, which is what vouches for the store."""
+    if cache_dir is None or key is None:
+        return None
+    return ExampleCache(Path(cache_dir) / "site-html", key, short_window)
+
+
+def _sub_key(key: str | None, version) -> str | None:
+    return None if key is None else f"{key}/{version.schema}"
 
 
 def _templates(given: Path | None) -> Path:

@@ -42,6 +42,9 @@ def rnd(x: Any, digits: int = 4) -> float | None:
     return round(f, digits)
 
 
+_SIG = {k: f".{k}g" for k in range(1, 18)}
+
+
 def fmt(x: Any, sig: int = 4) -> str:
     """A number for people: significant digits, thousands separators for big counts."""
     if x is None:
@@ -52,9 +55,9 @@ def fmt(x: Any, sig: int = 4) -> str:
         return str(x)
     if not math.isfinite(f):
         return "–"
-    if f == int(f) and abs(f) >= 1000:
+    if abs(f) >= 1000 and f == int(f):
         return f"{int(f):,}"
-    return f"{f:.{sig}g}"
+    return format(f, _SIG.get(sig) or f".{sig}g")
 
 
 def pct(x: Any, sig: int = 3) -> str:

@@ -18,6 +18,7 @@ class SiteUrls:
     def __init__(self, shard_size: int = FEATURES_PER_SHARD):
         self.shard_size = shard_size
         self._assets: dict[str, str] = {}
+        self._roots: dict[str, str] = {}
 
     # ---- pages ---------------------------------------------------------------------------
     index = "index.html"
@@ -57,11 +58,12 @@ class SiteUrls:
             raise KeyError(f"asset {name!r} was not registered before use") from None
 
     # ---- links ---------------------------------------------------------------------------
-    @staticmethod
-    def root_of(page: str) -> str:
+    def root_of(self, page: str) -> str:
         """The prefix that leads from `page` back to the site root ('' or '../../')."""
-        depth = posixpath.normpath(page).count("/")
-        return "../" * depth
+        root = self._roots.get(page)
+        if root is None:
+            root = self._roots[page] = "../" * posixpath.normpath(page).count("/")
+        return root
 
     def href(self, from_page: str, to_path: str) -> str:
         return self.root_of(from_page) + to_path

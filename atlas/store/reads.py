@@ -18,9 +18,9 @@ from atlas.store import Store
 _KIND_ORDER = "CASE kind WHEN 'top' THEN 0 WHEN 'interval' THEN 1 ELSE 2 END"
 
 
-def open_for_reading(path: str | Path) -> Store:
-    """A read-only store; several processes may hold one at once."""
-    return Store(path, read_only=True)
+def open_for_reading(path: str | Path, schema: str = "main") -> Store:
+    """A read-only store (seen through one version's schema); several processes may hold one at once."""
+    return Store(path, read_only=True, schema=schema)
 
 
 def info(store: Store) -> dict[str, Any]:

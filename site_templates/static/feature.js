@@ -21,11 +21,14 @@
   }
   document.addEventListener("mouseover", function (e) {
     var t = e.target;
-    var span = t && t.closest ? t.closest(".tok span[data-t]") : null;
+    var span = t && t.closest ? t.closest(".tok span:not(.far)") : null;
     if (!span) { card.hidden = true; return; }
+    // A row lists its token ids once (data-t), in the order of its token spans.
+    var tok = span.closest(".tok");
+    var index = Array.prototype.indexOf.call(tok.querySelectorAll("span:not(.far)"), span);
     card.textContent = "";
     row(card, "token", JSON.stringify(span.textContent));
-    row(card, "id", span.getAttribute("data-t"));
+    row(card, "id", (tok.getAttribute("data-t") || "").split(" ")[index] || "?");
     row(card, "activation", span.getAttribute("data-v") || "0");
     var r = span.getBoundingClientRect();
     card.style.left = Math.round(r.left + window.scrollX) + "px";

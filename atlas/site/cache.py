@@ -1,0 +1,85 @@
+"""Feature-page HTML from earlier renders of the same store: the examples' token spans and the histograms.
+
+They are most of a feature page's bytes and of its rendering time, and they depend on the store's data and a
+few settings but not on the templates. So a render after a template change (or any render of an unchanged
+store) reads them back instead of building them again.
+
+There is one file per block of features. Its name is a hash of the caller's key for the store's content,
+the block's bounds, the short window and the rendering code, so a changed store, setting or code simply
+misses. A file holds a JSON header line (where each piece lies) and then the pieces as UTF-8, which go into
+the pages without being decoded. After a render, files it did not use are deleted.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import os
+from pathlib import Path
+
+import numpy as np
+from markupsafe import Markup
+
+from atlas.site.contexts import FeatureHtml
+from atlas.site.tokens import ExampleHtml
+
+_SITE_CODE = Path(__file__).resolve().parent
+_SUFFIX = ".html-cache"
+
+
+class ExampleCache:
+    """Blocks of feature-page HTML in `folder`, for the store whose content `key` stands for."""
+
+    def __init__(self, folder: Path, key: str, short_window: int):
+        self.folder = Path(folder)
+        h = hashlib.sha256(f"{key}\0{int(short_window)}".encode())
+        for path in sorted(_SITE_CODE.glob("*.py")):
+            h.update(path.read_bytes())
+        self._base = h.hexdigest()
+
+    def name(self, lo: int, hi: int) -> str:
+        return hashlib.sha256(f"{self._base}\0{lo}\0{hi}".encode()).hexdigest() + _SUFFIX
+
+    def load(self, lo: int, hi: int) -> FeatureHtml | None:
+        try:
+            data = (self.folder / self.name(lo, hi)).read_bytes()
+            end = data.index(b"\n")
+            head = json.loads(data[:end])
+        except (OSError, ValueError):
+            return None
+        body = end + 1
+        bounds = np.asarray(head["examples"], dtype=np.int64).reshape(2, -1) + body
+        histograms = {int(f): Markup(data[body + a:body + b].decode()) for f, a, b in head["histograms"]}
+        # The examples stay in the file's bytes: no group is copied until it goes into its page.
+        return FeatureHtml([tuple(k) for k in head["run_keys"]], head["run_lengths"],
+                           ExampleHtml(data, bounds[0], bounds[1]), histograms)
+
+    def save(self, lo: int, hi: int, html: FeatureHtml) -> None:
+        ex = html.examples
+        charts, spans, at = [], [], len(ex.buffer)
+        for f, chart in html.histograms.items():
+            b = str(chart).encode()
+            charts.append(b)
+            spans.append((f, at, at + len(b)))
+            at += len(b)
+        head = {"run_keys": html.run_keys, "run_lengths": html.run_lengths,
+                "examples": [ex.starts.tolist(), ex.ends.tolist()], "histograms": spans}
+        self.folder.mkdir(parents=True, exist_ok=True)
+        path = self.folder / self.name(lo, hi)
+        tmp = path.with_name(f"{path.name}.tmp-{os.getpid()}")
+        with open(tmp, "wb") as f:
+            f.write(json.dumps(head, separators=(",", ":")).encode() + b"\n")
+            f.write(ex.buffer)
+            f.write(b"".join(charts))
+        os.replace(tmp, path)
+
+
+def keep_only(folder: Path, names: set[str]) -> None:
+    """Delete the cached HTML of every block but these."""
+    try:
+        entries = list(Path(folder).iterdir())
+    except OSError:
+        return
+    for path in entries:
+        if path.name.endswith(_SUFFIX) and path.name not in names or ".tmp-" in path.name:
+            path.unlink(missing_ok=True)
