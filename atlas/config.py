@@ -138,6 +138,8 @@ class DemoSection:
     epochs: int = 2
     quick_tokens: int = 300_000
     full_tokens: int = 1_000_000
+    # Further SAEs trained the same way with these numbers of latents, shown as [[versions]] of the demo atlas.
+    version_sizes: list[int] = field(default_factory=list)
 
 
 @dataclass

@@ -120,15 +120,26 @@ class Build:
             compare_hash = self._compare(analysis_hash)
             from atlas.versions_stage import build_versions
 
+            self._train_demo_versions()
             self.versions_hash = build_versions(self, corpus, started, analysis_hash)
             self._record_run(started, corpus)
             self.store = None
-        site_hash = _hash(analysis_hash, harvest_hash, compare_hash, self.cfg.section_dict("site"),
-                          STAGE_VERSIONS["site"])
+        site_hash = _hash(analysis_hash, harvest_hash, compare_hash, getattr(self, "versions_hash", ""),
+                          self.cfg.section_dict("site"), STAGE_VERSIONS["site"])
         self._site(site_hash)
         self.report.store = self.store_path
         self.report.site = self.site_dir
         return self.report
+
+    def _train_demo_versions(self) -> None:
+        """The demo's further SAEs ([demo] version_sizes), trained like its main one when not there yet."""
+        from atlas.demo.prepare import train_demo_sae
+
+        for v in self.cfg.versions if self.cfg.demo.enabled else []:
+            if not self.cfg.resolve(v.path).exists():
+                t0 = time.perf_counter()
+                note = train_demo_sae(self.cfg, self.acts, self.model, self.log, path=v.path)
+                self._stage("demo-sae", "computed", t0, f"{v.name}: {note}")
 
     def _check_inputs(self) -> None:
         cfg = self.cfg
@@ -571,12 +582,22 @@ class Build:
         return ", ".join(str(f) for f in self.cfg.corpus.files)
 
     def _site(self, key: str) -> None:
+        """Render the site, or keep it when it was rendered from the same inputs and is still intact.
+
+        The key covers the stages' results and the site settings; render_site adds the store's facts the
+        pages show (not the build time and stage timings, which change on every run), the templates and
+        its own code."""
         from atlas.site import render_site
 
         t0 = time.perf_counter()
-        stats = render_site(self.store_path, self.site_dir, short_window=self.cfg.site.short_window)
-        self._stage("site", "computed", t0, f"{stats.get('n_pages', 0):,} pages, "
-                    f"{stats.get('bytes', 0) / 2**20:,.1f} MiB")
+        # Feature-page HTML is cached beside the activations, unless the config keeps nothing on disk.
+        cache = self.cache_dir if self.cfg.atlas.cache_max_gb > 0 else None
+        stats = render_site(self.store_path, self.site_dir, short_window=self.cfg.site.short_window, key=key,
+                            cache_dir=cache)
+        note = f"{stats['n_pages']:,} pages, {stats['bytes'] / 2**20:,.1f} MiB"
+        if not stats["reused"]:
+            note += f", {stats['n_files'] - stats['kept']:,} files written"
+        self._stage("site", "reused" if stats["reused"] else "computed", t0, note)
 
 
 def build(cfg: Config, log=print, progress: bool | None = None) -> BuildReport:

@@ -8,7 +8,7 @@ from pathlib import Path
 
 import numpy as np
 
-from atlas.config import Config
+from atlas.config import Config, VersionSection
 from atlas.errors import ModelError
 
 
@@ -35,21 +35,37 @@ def prepare_demo_inputs(cfg: Config, cache_dir: Path, log=print) -> str:
     cfg.corpus.files = [str(corpus_file)]
     cfg.corpus.max_tokens = d.full_tokens if d.full else d.quick_tokens
     cfg._demo_corpus_note = note_file.read_text()
-    key = hashlib.sha256(json.dumps([cfg.section_dict("demo"), cfg.section_dict("corpus"), cfg.model.hook,
-                                     cfg.atlas.seed], sort_keys=True, default=str).encode()).hexdigest()[:12]
-    cfg.sae.path = str(demo_cache / f"sae-{key}")
+    cfg.sae.path = str(demo_cache / f"sae-{_sae_key(cfg, d.d_sae)}")
+    cfg._demo_sizes = {cfg.sae.path: d.d_sae}
+    if d.version_sizes:
+        cfg.sae.name = cfg.sae.name or f"{d.d_sae} latents"
+        for size in d.version_sizes:
+            path = str(demo_cache / f"sae-{_sae_key(cfg, size)}")
+            cfg.versions.append(VersionSection(name=f"{size} latents", path=path))
+            cfg._demo_sizes[path] = size
     return f"{cfg._demo_corpus_note}; {cfg.corpus.max_tokens:,} tokens"
 
 
-def train_demo_sae(cfg: Config, acts: np.ndarray | None, model, log=print) -> str:
-    """Train the demo's TopK SAE on the cached activations and save it in SAELens's format."""
+def _sae_key(cfg: Config, d_sae: int) -> str:
+    """Names a demo SAE by everything its training reads, so a changed setting trains a new one."""
+    demo = {k: v for k, v in cfg.section_dict("demo").items() if k != "version_sizes"}
+    demo["d_sae"] = d_sae
+    return hashlib.sha256(json.dumps([demo, cfg.section_dict("corpus"), cfg.model.hook, cfg.atlas.seed],
+                                     sort_keys=True, default=str).encode()).hexdigest()[:12]
+
+
+def train_demo_sae(cfg: Config, acts: np.ndarray | None, model, log=print, path: str | None = None) -> str:
+    """Train a demo TopK SAE (the main one, or the version at `path`) on the cached activations and save it in
+    SAELens's format."""
     from atlas.demo.train import save_saelens, train_topk_sae
 
     if acts is None:
         raise ModelError("the demo SAE needs the activation cache: raise [atlas] cache_max_gb")
     d = cfg.demo
-    result = train_topk_sae(np.asarray(acts), d_sae=d.d_sae, k=d.k, epochs=d.epochs, seed=cfg.atlas.seed, log=log)
-    save_saelens(cfg.resolve(cfg.sae.path), result["weights"], k=d.k, hook_name=cfg.model.hook,
+    path = path or cfg.sae.path
+    size = getattr(cfg, "_demo_sizes", {}).get(path, d.d_sae)
+    result = train_topk_sae(np.asarray(acts), d_sae=size, k=d.k, epochs=d.epochs, seed=cfg.atlas.seed, log=log)
+    save_saelens(cfg.resolve(path), result["weights"], k=d.k, hook_name=cfg.model.hook,
                  model_name=model.name, context_size=cfg.corpus.seq_len, prepend_bos=True)
-    return (f"TopK SAE {acts.shape[1]}->{d.d_sae}, k={d.k}, {d.epochs} epochs in {result['seconds']:.0f} s, "
+    return (f"TopK SAE {acts.shape[1]}->{size}, k={d.k}, {d.epochs} epochs in {result['seconds']:.0f} s, "
             f"training FVU {result['final_fvu']:.3f}")
