@@ -20,7 +20,8 @@ def _files(folder: Path) -> dict[str, str]:
 def _tables(path: Path) -> dict[str, list]:
     with Store(path, read_only=True) as s:
         names = s.query("SELECT table_name FROM information_schema.tables ORDER BY 1")["table_name"]
-        return {n: s.con.execute(f"SELECT * FROM {n}").fetchall() for n in names}
+        # Row order of keyed tables follows their update history; their content is what must match.
+        return {n: sorted(map(repr, s.con.execute(f"SELECT * FROM {n}").fetchall())) for n in names}
 
 
 def test_two_builds_from_nothing_are_identical(workspace, tmp_path, monkeypatch):
@@ -49,5 +50,6 @@ def test_two_builds_from_nothing_are_identical(workspace, tmp_path, monkeypatch)
     assert _files(first / "parquet") == _files(second / "parquet")
     tables = _tables(first / "atlas.duckdb")
     assert tables["features"] and tables == _tables(second / "atlas.duckdb")
-    assert {r[0] for r in tables["stages"]} >= {"harvest", "analysis"}
-    assert all(r[2] == 0.0 for r in tables["stages"])  # no durations under SOURCE_DATE_EPOCH
+    assert any("'harvest'" in r for r in tables["stages"]) and any("'analysis'" in r for r in tables["stages"])
+    with Store(first / "atlas.duckdb", read_only=True) as s:
+        assert set(s.query("SELECT seconds FROM stages")["seconds"]) == {0.0}  # no durations under SOURCE_DATE_EPOCH

@@ -14,6 +14,7 @@ from atlas.store.schema import TABLES, create_statements
 
 
 MAIN = "main"
+_KEYS = {"atlas_info": "key", "stages": "stage", "vocab": "token_id", "features": "feature", "clusters": "cluster_id"}
 
 
 def fixed_build_time() -> float | None:
@@ -151,7 +152,9 @@ class Store:
         for name in TABLES:
             path = folder / f"{name}.parquet"
             escaped = str(path).replace("'", "''")
-            self.con.execute(f"COPY (SELECT * FROM {name}) TO '{escaped}' (FORMAT parquet)").fetchall()
+            # Keyed tables are updated in place, so their stored row order depends on history; sort them.
+            order = f" ORDER BY {_KEYS[name]}" if name in _KEYS else ""
+            self.con.execute(f"COPY (SELECT * FROM {name}{order}) TO '{escaped}' (FORMAT parquet)").fetchall()
             out.append(path)
         return out
 
