@@ -323,6 +323,11 @@ def test_html_cache_gives_the_same_pages_and_keeps_only_what_was_used(store, tmp
         return {k: v for k, v in _digest(tmp_path / site).items() if k != MARKER}  # the marker names the key
 
     assert pages("cold") == pages("plain") and pages("warm") == pages("uncached") != pages("plain")
+    size = files[0].stat().st_size
+    with open(files[0], "r+b") as f:  # a damaged file is built again
+        f.truncate(size // 2)
+    render_site(store, tmp_path / "repaired", templates_dir=edited, key="k", cache_dir=cache)
+    assert pages("repaired") == pages("uncached") and files[0].stat().st_size == size
     render_site(store, tmp_path / "wider", short_window=7, key="k", cache_dir=cache)
     assert not set(files) & set((cache / "site-html").iterdir())  # the old window's HTML is gone
 

@@ -14,6 +14,7 @@ from __future__ import annotations
 
 import hashlib
 import json
+import mmap
 import os
 from pathlib import Path
 
@@ -42,15 +43,18 @@ class ExampleCache:
 
     def load(self, lo: int, hi: int) -> FeatureHtml | None:
         try:
-            data = (self.folder / self.name(lo, hi)).read_bytes()
-            end = data.index(b"\n")
+            with open(self.folder / self.name(lo, hi), "rb") as f:
+                # Mapped, not read: no group of examples is copied until it goes into its page.
+                data = mmap.mmap(f.fileno(), 0, access=mmap.ACCESS_READ)
+            end = data.find(b"\n")
             head = json.loads(data[:end])
         except (OSError, ValueError):
             return None
         body = end + 1
+        if len(data) != body + head.get("size", -1):  # cut short: build it again
+            return None
         bounds = np.asarray(head["examples"], dtype=np.int64).reshape(2, -1) + body
         histograms = {int(f): Markup(data[body + a:body + b].decode()) for f, a, b in head["histograms"]}
-        # The examples stay in the file's bytes: no group is copied until it goes into its page.
         return FeatureHtml([tuple(k) for k in head["run_keys"]], head["run_lengths"],
                            ExampleHtml(data, bounds[0], bounds[1]), histograms)
 
@@ -63,7 +67,7 @@ class ExampleCache:
             spans.append((f, at, at + len(b)))
             at += len(b)
         head = {"run_keys": html.run_keys, "run_lengths": html.run_lengths,
-                "examples": [ex.starts.tolist(), ex.ends.tolist()], "histograms": spans}
+                "examples": [ex.starts.tolist(), ex.ends.tolist()], "histograms": spans, "size": at}
         self.folder.mkdir(parents=True, exist_ok=True)
         path = self.folder / self.name(lo, hi)
         tmp = path.with_name(f"{path.name}.tmp-{os.getpid()}")

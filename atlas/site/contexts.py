@@ -25,8 +25,8 @@ from atlas.site.versions import VersionLink, counterparts, switcher, where_it_we
 from atlas.store.reads import ExampleBlock
 
 
-# Row types are NamedTuples: immutable like the page contexts, and several times cheaper to make than a
-# frozen dataclass, which matters for the rows of thousands of pages.
+# Row and group types are NamedTuples: immutable like the page contexts, and several times cheaper to make
+# than a frozen dataclass, which matters for the dozens of them on each of thousands of pages.
 class Link(NamedTuple):
     text: str
     href: str
@@ -60,15 +60,13 @@ class LabelRow(NamedTuple):
     score: str
 
 
-@dataclass(frozen=True)
-class NeighbourGroup:
+class NeighbourGroup(NamedTuple):
     title: str
     explain: str
     rows: Markup  # finished table rows (rows.neighbour_rows)
 
 
-@dataclass(frozen=True)
-class ExampleGroup:
+class ExampleGroup(NamedTuple):
     heading: str
     note: str
     n_examples: int
@@ -77,8 +75,7 @@ class ExampleGroup:
     rows: Markup
 
 
-@dataclass(frozen=True)
-class ExampleSection:
+class ExampleSection(NamedTuple):
     title: str
     explain: str
     groups: tuple[ExampleGroup, ...]
@@ -365,15 +362,15 @@ def build_feature_page(model: SiteModel, urls: SiteUrls, n: int, data: FeatureDa
         LabelRow(src, text, fmt(score, 3) if score is not None else "–")
         for src, text, score in model.extra_labels.get(n, [])
     )
-    groups = []
-    nb_rows = data.neighbours.get(n, [])
-    for kind, (title, explain) in _NEIGHBOUR_KINDS.items():
-        rows = tuple(
-            NeighbourRow(int(o), model.label_html[int(o)], fmt(s, 3), urls.href(page, urls.feature(int(o))),
-                         model.snippet_html.get(int(o), _NO_SNIPPET))
-            for k, _rank, o, s in nb_rows if k == kind and o is not None and 0 <= int(o) < model.n_features
-        )
-        groups.append(NeighbourGroup(title, explain, neighbour_rows(rows)))
+    neighbours: dict[str, list[NeighbourRow]] = {kind: [] for kind in _NEIGHBOUR_KINDS}
+    root, label_html, snippet_html = urls.root_of(page), model.label_html, model.snippet_html
+    for kind, _rank, o, score in data.neighbours.get(n, ()):
+        if o is not None and kind in neighbours and 0 <= int(o) < model.n_features:
+            o = int(o)
+            neighbours[kind].append(NeighbourRow(o, label_html[o], fmt(score, 3), root + urls.feature(o),
+                                                 snippet_html.get(o, _NO_SNIPPET)))
+    groups = [NeighbourGroup(title, explain, neighbour_rows(neighbours[kind]))
+              for kind, (title, explain) in _NEIGHBOUR_KINDS.items()]
     pos, neg = [], []
     lg = data.logits.get(n, [])
     biggest = max((abs(float(v)) for *_x, v in lg if v is not None), default=0.0) or 1.0

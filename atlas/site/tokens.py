@@ -14,6 +14,7 @@ Python widen every piece, and `bytes.join` is several times slower than either.
 from __future__ import annotations
 
 import math
+import mmap
 from typing import NamedTuple
 
 import numpy as np
@@ -112,7 +113,7 @@ def _insert_empty(pieces: np.ndarray, at: np.ndarray) -> np.ndarray:
 class ExampleHtml(NamedTuple):
     """A block's example rows as UTF-8, a group of rows after another: group k is buffer[starts[k]:ends[k]]."""
 
-    buffer: bytes
+    buffer: bytes | mmap.mmap
     starts: np.ndarray
     ends: np.ndarray
 

@@ -36,6 +36,8 @@ class SiteWriter:
         self.root = Path(root)
         self.root.mkdir(parents=True, exist_ok=True)
         self.previous = Path(previous) if previous is not None else None
+        self._root_text = str(self.root)
+        self._previous_text = str(self.previous) if previous is not None else None
         self._written: set[str] = set()
         self._dirs: set[str] = set()
         self.counts = WriteCounts()
@@ -80,19 +82,26 @@ class SiteWriter:
         if parent and parent not in self._dirs:
             (self.root / parent).mkdir(parents=True, exist_ok=True)
             self._dirs.add(parent)
-        path = self.root / norm
+        # Plain os calls on text paths: a large site writes tens of thousands of files.
+        path = os.path.join(self._root_text, norm)
         if self._keep_previous(norm, data, path):
             self.counts.n_kept += 1
         else:
-            path.write_bytes(data)
+            fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o666)
+            try:
+                left = memoryview(data)
+                while left:
+                    left = left[os.write(fd, left):]
+            finally:
+                os.close(fd)
         self._count(norm, len(data))
-        return path
+        return Path(path)
 
-    def _keep_previous(self, norm: str, data: bytes, path: Path) -> bool:
+    def _keep_previous(self, norm: str, data: bytes, path: str) -> bool:
         """Put the previous site's file at `path` if its bytes equal `data`; False where there is none."""
-        if self.previous is None:
+        if self._previous_text is None:
             return False
-        old = self.previous / norm
+        old = os.path.join(self._previous_text, norm)
         try:
             st = os.lstat(old)
             if not stat.S_ISREG(st.st_mode) or st.st_size != len(data):
@@ -105,7 +114,7 @@ class SiteWriter:
         try:
             os.link(old, path, follow_symlinks=False)
         except OSError:  # a filesystem without hard links: copy the bytes, then the timestamps
-            path.write_bytes(data)
+            Path(path).write_bytes(data)
             os.utime(path, ns=(st.st_atime_ns, st.st_mtime_ns))
         return True
 
