@@ -414,8 +414,7 @@ class Build:
             lengths = np.diff(corpus.seq_starts)
             bar.update(int(lengths[:start].sum() if self.acts is not None else lengths[length_order(corpus)[:start]].sum()))
             for next_seq, batch in self._encoded_batches(corpus, start):
-                f = self.sae.encode(batch.x)
-                harvester.update(f, batch.token_index, batch.seq_id)
+                harvester.update(self.sae.encode_sparse(batch.x), batch.token_index, batch.seq_id)
                 bar.update(len(batch.token_index))
                 n_batches += 1
                 if cfg.harvest.checkpoint_every and n_batches % cfg.harvest.checkpoint_every == 0 \
@@ -451,7 +450,7 @@ class Build:
                     continue
                 harvester = Harvester(self.sae.d_sae, cfg.harvest, seed=cfg.atlas.seed)
                 for batch in self._shard_batches(corpus, order[bounds[shard]:bounds[shard + 1]]):
-                    harvester.update(self.sae.encode(batch.x), batch.token_index, batch.seq_id)
+                    harvester.update(self.sae.encode_sparse(batch.x), batch.token_index, batch.seq_id)
                     bar.update(len(batch.token_index))
                 partials.write(shard, harvester.partial_frames())
                 del harvester

@@ -5,7 +5,7 @@
 
 Per feature count, in one process and alternating (the order rotates each repetition, so drift in the machine's
 load hits every variant alike):
-  floor   the model to the hook + `sae.encode`, batch by batch, nothing kept;
+  floor   the model to the hook + `sae.encode_sparse`, batch by batch, nothing kept;
   full    the same + `Harvester.update` per batch + `finalize()`, fed as `Build._harvest` feeds it;
   cached  hook activations read from an ActivationCache + encode + harvest: what a retrained SAE costs.
 full/floor is the median of each repetition's own ratio. With --peer, both tools get one GPT-2-small-shaped model,
@@ -92,7 +92,7 @@ def run_floor(model, sae, corpus, batch_tokens: int, **_) -> dict:
     n = 0
     with torch.inference_mode():
         for batch in stream_from_model(model, corpus, batch_tokens, _all_seqs(corpus)):
-            sae.encode(batch.x)
+            sae.encode_sparse(batch.x)
             n += len(batch.token_index)
     return {"tokens": n}
 
@@ -104,7 +104,7 @@ def _harvest(batches, sae, cfg: HarvestSection) -> dict:
     t_update = 0.0
     with torch.inference_mode():
         for batch in batches:
-            f = sae.encode(batch.x)
+            f = sae.encode_sparse(batch.x)
             t0 = time.perf_counter()
             h.update(f, batch.token_index, batch.seq_id)
             t_update += time.perf_counter() - t0
@@ -156,6 +156,11 @@ def _steady_ratio(full: list[dict], floor: list[dict]) -> float:
                              for a, b in zip(full, floor))
 
 
+def _model_share(full: list[dict], floor: list[dict]) -> float:
+    """Model + encode time inside a full run over the floor's whole time: above 1 where the harvest slows them."""
+    return statistics.median((a["seconds"] - _fixed(a) - a["update_s"]) / b["seconds"] for a, b in zip(full, floor))
+
+
 def _tokens_for(target: float, full: list[dict], floor: list[dict]) -> float:
     """Corpus size at which full/floor reaches `target`, with floor = N*a and full = N*b + fixed costs."""
     a = statistics.median(r["seconds"] / r["tokens"] for r in floor)
@@ -196,6 +201,7 @@ def bench_minilm(args, work: Path) -> list[dict]:
             "full_tok_s": _rate(runs["full"]), "cached_tok_s": _rate(runs["cached"]),
             "ratio": _paired_ratio(runs["full"], runs["floor"]),
             "steady_ratio": _steady_ratio(runs["full"], runs["floor"]),
+            "model_share": _model_share(runs["full"], runs["floor"]),
             "init_s": statistics.median(r["init_s"] for r in runs["full"]),
             "update_s": statistics.median(r["update_s"] for r in runs["full"]),
             "finalize_s": statistics.median(r["finalize_s"] for r in runs["full"]),
@@ -217,10 +223,11 @@ def print_minilm(rows: list[dict]) -> None:
     for r in rows:
         print(f"{r['features']:>8} {r['tokens']:>7,} {r['floor_tok_s']:>11,.0f} {r['full_tok_s']:>10,.0f} "
               f"{r['ratio']:>10.3f} {r['cached_tok_s']:>12,.0f} {r['init_s']:>6.2f} {r['update_s']:>8.2f} {r['finalize_s']:>10.2f} "
-              f"{r['steady_ratio']:>6.3f} {r['tokens_for_090']:>9,.0f} {r['alive']:>6}"
+              f"{r['steady_ratio']:>6.3f} {r['model_share']:>5.2f} {r['tokens_for_090']:>9,.0f} {r['alive']:>6}"
               f"  {min(r['load1']):.1f}-{max(r['load1']):.1f}")
     print("init/update/finalize: the Harvester's share of one full run; steady = full/floor per token without the "
-          "fixed init + finalize; '0.90 at' = corpus tokens at which full/floor would reach 0.90")
+          "fixed init + finalize; m+e = model + encode time inside full over the floor's time; '0.90 at' = corpus "
+          "tokens at which full/floor would reach 0.90")
 
 
 # ---- SAEDashboard side by side ------------------------------------------------------------------------------------

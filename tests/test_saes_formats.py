@@ -2,6 +2,7 @@
 
 import math
 
+import numpy as np
 import pytest
 import torch
 
@@ -23,6 +24,32 @@ def assert_matches(sae, x, ref_f, ref_out):
     f, out = sae.forward(x)
     assert rel_err(f, ref_f) < 1e-5
     assert rel_err(out, ref_out) < 1e-5
+    assert_sparse_is_dense(sae, x)
+
+
+def assert_sparse_is_dense(sae, x):
+    """The harvest's sparse codes are exactly the dense codes' set bits, whatever path the activation takes."""
+    dense = sae.encode(x).reshape(-1, sae.d_sae).numpy()
+    sparse = sae.encode_sparse(x)
+    flat = np.flatnonzero(dense.view(np.uint32) != 0)
+    assert (sparse.n_rows, sparse.n_features) == dense.shape
+    np.testing.assert_array_equal(sparse.flat, flat)
+    np.testing.assert_array_equal(sparse.values.view(np.uint32), dense.reshape(-1)[flat].view(np.uint32))
+
+
+@pytest.mark.parametrize("kind", ["topk", "signed_topk", "relu"])
+def test_sparse_codes_drop_zeros_and_keep_signs(kind):
+    """Top-k entries that ReLU to zero are not codes; signed top-k keeps its negatives."""
+    from atlas.saes import Activation, SaeWeights
+
+    W_enc = torch.eye(4, 6)
+    sae = SaeWeights(W_enc=W_enc, b_enc=torch.zeros(6), W_dec=W_enc.T.contiguous(), b_dec=torch.zeros(4),
+                     activation=Activation(kind, k=3))
+    x = torch.tensor([[3.0, -2.0, 1.0, 0.5], [-1.0, -2.0, -3.0, -4.0], [0.0, 0.0, 0.0, 0.0]])
+    assert_sparse_is_dense(sae, x)
+    codes = sae.encode_sparse(x)
+    want = {"topk": [0, 2, 3], "signed_topk": [0, 1, 2, 7, 8, 9], "relu": [0, 2, 3]}[kind]
+    assert codes.flat.tolist() == want
 
 
 def topk_dense(h, k):

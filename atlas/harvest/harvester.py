@@ -17,9 +17,7 @@ from atlas.harvest.grid import (
 from atlas.harvest.partials import HarvestPartial, check_layout, load_coact, partial_from_state
 from atlas.harvest.result import HarvestResult, histogram, intervals
 from atlas.harvest.slots import BottomSlots
-
-_MASK_ROWS_BYTES = 16 << 20  # scan the codes for nonzeros in slices this size, which stay in cache
-
+from atlas.saes.record import SparseCodes
 
 def _pow2_at_least(n: int) -> int:
     return 1 << max(0, int(n) - 1).bit_length()
@@ -66,19 +64,6 @@ class _Batch:
         return out
 
 
-def _nonzero(acts: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
-    """Flat positions, row-major, and values of the codes with any bit set (so -0.0 and NaN are kept).
-
-    Row-major means features ascend within each token. Windows show every such code; only those > 0 fire.
-    """
-    n, f = acts.shape
-    bits = acts.view(np.uint32)
-    rows = max(1, _MASK_ROWS_BYTES // max(f, 1))
-    parts = [np.flatnonzero(bits[s : s + rows] != 0) + s * f for s in range(0, n, rows)]
-    flat = np.concatenate(parts) if parts else np.zeros(0, np.int64)
-    return flat, acts.reshape(-1)[flat]
-
-
 class Harvester:
     """Streams SAE codes batch by batch and keeps, per feature, everything the atlas shows.
 
@@ -115,19 +100,26 @@ class Harvester:
 
     # -- streaming ---------------------------------------------------------------------------------------
 
-    def update(self, acts: torch.Tensor | np.ndarray, token_index: np.ndarray, seq_id: np.ndarray) -> None:
-        """Add one batch of dense codes [T, F]; rows of a sequence are contiguous and whole in the batch."""
-        a = self._as_codes(acts)
+    def update(self, acts: SparseCodes | torch.Tensor | np.ndarray, token_index: np.ndarray,
+               seq_id: np.ndarray) -> None:
+        """Add one batch of codes, sparse or dense [T, F]; rows of a sequence are contiguous and whole in the batch.
+
+        Windows show every code with a bit set (-0.0 and NaN included); only codes > 0 fire.
+        """
+        codes = acts if isinstance(acts, SparseCodes) else SparseCodes.from_dense(acts)
+        if codes.n_features != self.n_features:
+            raise DimensionError(f"harvest expects codes [T, {self.n_features}], got [{codes.n_rows}, "
+                                 f"{codes.n_features}]")
         token_index = np.asarray(token_index, np.int64).reshape(-1)
         seq_id = np.asarray(seq_id, np.int64).reshape(-1)
-        n_rows = a.shape[0]
+        n_rows = codes.n_rows
         if len(token_index) != n_rows or len(seq_id) != n_rows:
             raise DimensionError(
                 f"harvest batch has {n_rows} rows but {len(token_index)} token indices and {len(seq_id)} sequence ids"
             )
         if n_rows == 0:
             return
-        flat, values = _nonzero(a)
+        flat, values = codes.flat, codes.values
         t_nz, f_nz = np.divmod(flat, self.n_features)
         batch = _Batch(t_nz, f_nz, values, self.n_features, seq_id, self.cfg.window)
         fires = values > 0
@@ -151,14 +143,6 @@ class Harvester:
         self._random.offer(f, sample_key(self.seed, SALT_RANDOM, f, g), g, v, fetch)
         slot = f * self._ni + sub_bin(v, self._exp[f], self._ni)
         self._intervals.offer(slot, sample_key(self.seed, SALT_INTERVAL, f, g), g, v, fetch)
-
-    def _as_codes(self, acts: torch.Tensor | np.ndarray) -> np.ndarray:
-        if isinstance(acts, torch.Tensor):
-            acts = acts.detach().to("cpu", torch.float32).numpy()
-        a = np.ascontiguousarray(acts, np.float32)
-        if a.ndim != 2 or a.shape[1] != self.n_features:
-            raise DimensionError(f"harvest expects codes [T, {self.n_features}], got shape {tuple(a.shape)}")
-        return a
 
     def _accumulate(self, f: np.ndarray, v: np.ndarray) -> None:
         nf = self.n_features

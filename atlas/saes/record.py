@@ -6,6 +6,7 @@ import hashlib
 import math
 from dataclasses import dataclass, field, replace
 
+import numpy as np
 import torch
 from torch import Tensor
 
@@ -50,6 +51,34 @@ class InputNorm:
     scale: float = 1.0
 
 
+_SCAN_BYTES = 16 << 20  # dense codes are scanned for nonzeros in slices whose mask is this size, kept in cache
+
+
+@dataclass(frozen=True)
+class SparseCodes:
+    """A batch's feature activations without the dense [T, F] matrix: every code with any bit set (so -0.0 and
+    NaN are kept), row-major. `flat` is row * n_features + feature, ascending; `values` are float32."""
+
+    flat: np.ndarray
+    values: np.ndarray
+    n_rows: int
+    n_features: int
+
+    @classmethod
+    def from_dense(cls, codes: Tensor | np.ndarray) -> SparseCodes:
+        if isinstance(codes, Tensor):
+            codes = codes.detach().to("cpu", torch.float32).numpy()
+        a = np.ascontiguousarray(codes, np.float32)
+        if a.ndim != 2:
+            raise DimensionError(f"codes must be [tokens, features], got shape {tuple(a.shape)}")
+        n, f = a.shape
+        bits = a.view(np.uint32)
+        rows = max(1, _SCAN_BYTES // max(f, 1))
+        parts = [np.flatnonzero(bits[s : s + rows] != 0) + s * f for s in range(0, n, rows)]
+        flat = np.concatenate(parts) if parts else np.zeros(0, np.int64)
+        return cls(flat, a.reshape(-1)[flat], n, f)
+
+
 @dataclass
 class SaeWeights:
     """An SAE (or transcoder, d_out ≠ d_in) in one canonical form, whatever file it came from."""
@@ -90,6 +119,31 @@ class SaeWeights:
             x = self._as_input(x)
             x_n, _ = self._normalise(x)
             return self._encode_normalised(x_n)
+
+    def encode_sparse(self, x: Tensor) -> SparseCodes:
+        """Codes of inputs [..., d_in], one row per position, as `SparseCodes`: those of `encode(x)`, exactly.
+
+        TopK kinds go straight from the top-k indices, so the dense [T, d_sae] matrix (0.5 GB for 8k tokens and
+        16k features) is never written nor scanned.
+        """
+        with torch.inference_mode():
+            x = self._as_input(x)
+            x_n, _ = self._normalise(x.reshape(-1, x.shape[-1]))
+            act = self.activation
+            if act.kind not in ("topk", "signed_topk"):
+                return SparseCodes.from_dense(self._encode_normalised(x_n))
+            h = self._pre_activation(x_n)
+            if act.kind == "topk":
+                vals, idx = h.topk(act.k, dim=-1)
+                vals = torch.relu(vals)
+            else:
+                _, idx = h.abs().topk(act.k, dim=-1)
+                vals = h.gather(-1, idx)
+            idx, order = idx.sort(dim=-1)
+            vals = vals.gather(-1, order).to("cpu", torch.float32).contiguous().numpy()
+            flat = (idx + torch.arange(len(idx), device=idx.device)[:, None] * h.shape[-1]).cpu().numpy()
+            keep = vals.view(np.uint32) != 0
+            return SparseCodes(flat[keep], vals[keep], int(h.shape[0]), int(h.shape[-1]))
 
     def decode(self, f: Tensor, x: Tensor | None = None) -> Tensor:
         """Reconstruction [..., d_out] from features [..., d_sae].
@@ -146,15 +200,21 @@ class SaeWeights:
 
     def _encode_normalised(self, x_n: Tensor) -> Tensor:
         act = self.activation
-        x_c = x_n - self.pre_bias if self.pre_bias is not None else x_n
         if act.kind == "gated":
+            x_c = self._centred(x_n)
             gate = (x_c @ self.W_enc + act.b_gate) > 0
             mag = torch.relu(x_c @ (self.W_enc * torch.exp(act.r_mag)) + act.b_mag)
             return mag * gate
-        h = x_c @ self.W_enc + self.b_enc
-        if act.rescale_by_decoder_norm:
+        return _apply_activation(act, self._pre_activation(x_n))
+
+    def _centred(self, x_n: Tensor) -> Tensor:
+        return x_n - self.pre_bias if self.pre_bias is not None else x_n
+
+    def _pre_activation(self, x_n: Tensor) -> Tensor:
+        h = self._centred(x_n) @ self.W_enc + self.b_enc
+        if self.activation.rescale_by_decoder_norm:
             h = h * self._decoder_norms()
-        return _apply_activation(act, h)
+        return h
 
     def _decode(self, f: Tensor, x: Tensor | None, stats: tuple[Tensor, Tensor] | None) -> Tensor:
         if self.activation.rescale_by_decoder_norm:
