@@ -25,6 +25,8 @@ def make_env(folder: Path | None = None) -> jinja2.Environment:
         trim_blocks=True,
         lstrip_blocks=True,
         keep_trailing_newline=True,
+        # One environment serves one render: templates do not change under it, so no stat per page.
+        auto_reload=False,
     )
     env.filters["fmt"] = fmt
     env.filters["pct"] = pct
