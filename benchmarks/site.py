@@ -12,7 +12,8 @@ reused), with nothing changed but no key (every page rendered and compared, ever
 one-byte change to base.html (every page rendered and rewritten), and that change again without the HTML
 cache. Like the pipeline it passes a key and a cache folder. Each row gives the seconds, pages/s, files
 rewritten and kept, files whose mtime changed, how long deleting the replaced site took afterwards (it runs
-in the background) and the 1-minute load average before and after. --profile adds where the CPU time of a
+in the background) and the 1-minute load average before and after. A last row writes the same files with no
+rendering at all: the disk's floor under any render of that site. --profile adds where the CPU time of a
 render goes, measured in this process on a few blocks of feature pages.
 """
 
@@ -137,6 +138,25 @@ def _timed_render(name: str, store: Path, site: Path, workers: int | None, **kw)
     }
 
 
+def write_floor(site: Path, scratch: Path) -> dict:
+    """Writing the site's bytes alone, as files of the same sizes and folders, in one process: no rendering at
+    all, so no render of this site can beat it on this disk."""
+    files = [(p.relative_to(site), p.stat().st_size) for p in sorted(site.rglob("*")) if p.is_file()]
+    shutil.rmtree(scratch, ignore_errors=True)
+    total = sum(size for _, size in files)
+    blob = os.urandom(max((size for _, size in files), default=0))
+    t0 = time.perf_counter()
+    for rel, size in files:
+        path = scratch / rel
+        path.parent.mkdir(parents=True, exist_ok=True)
+        with open(path, "wb") as f:
+            f.write(blob[:size])
+    seconds = time.perf_counter() - t0
+    shutil.rmtree(scratch, ignore_errors=True)
+    return {"run": "writing the same files, no rendering", "seconds": round(seconds, 3), "files": len(files),
+            "mb": round(total / 1e6, 1), "mb_per_s": round(total / 1e6 / seconds, 1)}
+
+
 def _cpu(fn, *args):
     t0 = time.process_time()
     out = fn(*args)
@@ -207,6 +227,7 @@ def rebuild(n: int, out: Path, workers: int | None, keep: bool, profile: bool) -
         _timed_render("base.html changed, no HTML cache", store, site, workers, key=key),
     ]
     rows[0]["html_cache_mb"] = round(sum(p.stat().st_size for p in cache.rglob("*") if p.is_file()) / 1e6, 1)
+    rows.append(write_floor(site, out / f"write-floor-{n}"))
     if profile:
         rows.append(profile_render(store, site, edited))
     if not keep:
