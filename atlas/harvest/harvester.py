@@ -19,6 +19,7 @@ from atlas.harvest.result import HarvestResult, histogram, intervals
 from atlas.harvest.slots import BottomSlots
 from atlas.saes.record import SparseCodes
 
+
 def _pow2_at_least(n: int) -> int:
     return 1 << max(0, int(n) - 1).bit_length()
 

@@ -10,11 +10,10 @@ from typing import Any
 import duckdb
 import pandas as pd
 
-from atlas.store.schema import TABLES, create_statements
+from atlas.store.schema import TABLES, create_statements, primary_key
 
 
 MAIN = "main"
-_KEYS = {"atlas_info": "key", "stages": "stage", "vocab": "token_id", "features": "feature", "clusters": "cluster_id"}
 
 
 def fixed_build_time() -> float | None:
@@ -153,7 +152,8 @@ class Store:
             path = folder / f"{name}.parquet"
             escaped = str(path).replace("'", "''")
             # Keyed tables are updated in place, so their stored row order depends on history; sort them.
-            order = f" ORDER BY {_KEYS[name]}" if name in _KEYS else ""
+            key = primary_key(name)
+            order = f" ORDER BY {key}" if key else ""
             self.con.execute(f"COPY (SELECT * FROM {name}{order}) TO '{escaped}' (FORMAT parquet)").fetchall()
             out.append(path)
         return out

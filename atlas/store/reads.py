@@ -12,13 +12,13 @@ from typing import Any
 import numpy as np
 import pandas as pd
 
-from atlas.store import Store
+from atlas.store import MAIN, Store
 
 # Examples are shown top first, then intervals from the highest bucket down, then random samples.
 _KIND_ORDER = "CASE kind WHEN 'top' THEN 0 WHEN 'interval' THEN 1 ELSE 2 END"
 
 
-def open_for_reading(path: str | Path, schema: str = "main") -> Store:
+def open_for_reading(path: str | Path, schema: str = MAIN) -> Store:
     """A read-only store (seen through one version's schema); several processes may hold one at once."""
     return Store(path, read_only=True, schema=schema)
 

@@ -5,6 +5,8 @@ Conventions: `feature` is the SAE latent index (0-based). Cluster `level` 0 is t
 Neighbour `kind` is 'decoder' (cosine of decoder rows) or 'coact' (co-activation).
 """
 
+import re
+
 TABLES: dict[str, str] = {
     # One row per build: what was asked for and with which software.
     "runs": """
@@ -65,6 +67,12 @@ TABLES: dict[str, str] = {
     # The previous atlas's features as far as this site shows them.
     "previous_features": "feature INTEGER, alive BOOLEAN, label TEXT",
 }
+
+
+def primary_key(table: str) -> str | None:
+    """The column a table is keyed by, as its definition above declares it; None for an unkeyed table."""
+    found = re.search(r"(\w+) \w+ PRIMARY KEY", TABLES[table])
+    return found.group(1) if found else None
 
 
 def create_statements() -> list[str]:
