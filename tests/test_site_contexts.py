@@ -114,7 +114,7 @@ def test_writer_refuses_escapes_and_duplicates(tmp_path):
             w.write(bad, "x")
     with pytest.raises(SiteWriteError):
         w.write("a/b.html", "again")
-    assert w.n_pages == 1 and w.n_bytes == 1
+    assert w.counts.n_pages == 1 and w.counts.n_bytes == 1
 
 
 def test_json_for_script_cannot_close_the_tag():

@@ -22,9 +22,9 @@ import numpy as np
 from markupsafe import Markup
 
 from atlas.site.contexts import FeatureHtml
+from atlas.site.marker import site_code_digest
 from atlas.site.tokens import ExampleHtml
 
-_SITE_CODE = Path(__file__).resolve().parent
 _SUFFIX = ".html-cache"
 
 
@@ -33,10 +33,7 @@ class ExampleCache:
 
     def __init__(self, folder: Path, key: str, short_window: int):
         self.folder = Path(folder)
-        h = hashlib.sha256(f"{key}\0{int(short_window)}".encode())
-        for path in sorted(_SITE_CODE.glob("*.py")):
-            h.update(path.read_bytes())
-        self._base = h.hexdigest()
+        self._base = hashlib.sha256(f"{key}\0{int(short_window)}\0{site_code_digest()}".encode()).hexdigest()
 
     def name(self, lo: int, hi: int) -> str:
         return hashlib.sha256(f"{self._base}\0{lo}\0{hi}".encode()).hexdigest() + _SUFFIX

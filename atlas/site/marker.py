@@ -8,6 +8,7 @@ listing (every file's path and size) tells whether the site is still as it was w
 
 from __future__ import annotations
 
+import functools
 import hashlib
 import importlib.metadata
 import json
@@ -24,6 +25,12 @@ def _tree_digest(folder: Path, pattern: str) -> str:
     for path in sorted(p for p in folder.rglob(pattern) if p.is_file()):
         h.update(path.relative_to(folder).as_posix().encode() + b"\0" + path.read_bytes() + b"\0")
     return h.hexdigest()
+
+
+@functools.cache
+def site_code_digest() -> str:
+    """A digest of the rendering code (this package's modules): pages and cached HTML depend on it."""
+    return _tree_digest(_SITE_CODE, "*.py")
 
 
 def _library_versions() -> dict[str, str]:
@@ -44,7 +51,7 @@ def render_key(key: str, facts: dict, templates: Path, short_window: int) -> str
     """`key` (the store's content) combined with everything else that decides the pages' bytes: the store's
     facts shown on the pages, the templates, the rendering code and libraries, the short window."""
     shown = {k: v for k, v in facts.items() if k not in _VOLATILE_FACTS}
-    parts = [key, shown, _tree_digest(Path(templates), "*"), _tree_digest(_SITE_CODE, "*.py"),
+    parts = [key, shown, _tree_digest(Path(templates), "*"), site_code_digest(),
              _library_versions(), int(short_window)]
     return hashlib.sha256(json.dumps(parts, sort_keys=True, default=str).encode()).hexdigest()
 

@@ -298,9 +298,9 @@ def _render_into(tmp: Path, previous: Path | None, store_path: Path, folder: Pat
             for counts, names in done:
                 writer.merge(counts)
                 cache_names |= names
-    stats = {"n_pages": writer.n_pages, "n_files": writer.n_files, "bytes": writer.n_bytes,
-             "n_features": model.n_features}
-    kept = writer.n_kept
+    c = writer.counts
+    stats = {"n_pages": c.n_pages, "n_files": c.n_files, "bytes": c.n_bytes, "n_features": model.n_features}
+    kept = c.n_kept
     writer.write(MARKER, marker_bytes(tmp, key, stats))
     return {**stats, "kept": kept, "workers": n_workers, "cache_names": cache_names}
 
@@ -318,11 +318,9 @@ def render_site(store_path: Path, out_dir: Path, templates_dir: Path | None = No
     t0 = time.perf_counter()
     store_path, out_dir = Path(store_path).resolve(), Path(out_dir).resolve()
     folder = _templates(templates_dir)
-    full_key = None
-    if key is not None:
-        with reads.open_for_reading(store_path) as store:
-            full_key = render_key(key, reads.info(store), folder, short_window)
-    versions = _versions(store_path)
+    with reads.open_for_reading(store_path) as store:
+        full_key = None if key is None else render_key(key, reads.info(store), folder, short_window)
+        versions = _versions(store)
     if full_key is not None and (kept := reusable(out_dir, full_key)) is not None \
             and all(reusable(out_dir / v.site_path, _sub_key(full_key, v)) for v in versions):
         return {**kept, "kept": kept.get("n_files", 0), "workers": 0, "reused": True,
@@ -352,10 +350,9 @@ def render_site(store_path: Path, out_dir: Path, templates_dir: Path | None = No
     return {**stats, "reused": False, "seconds": round(time.perf_counter() - t0, 3)}
 
 
-def _versions(store_path: Path) -> list:
+def _versions(store) -> list:
     """The atlas's other SAE versions, rendered below the main site (none for an atlas of one SAE)."""
-    with reads.open_for_reading(store_path) as store:
-        versions = load_versions(store)
+    versions = load_versions(store)
     return [] if versions is None else [v for v in versions.entries if v.site_path]
 
 

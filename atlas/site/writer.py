@@ -23,6 +23,13 @@ class WriteCounts:
     n_pages: int = 0
     n_kept: int = 0
 
+    def add(self, other: "WriteCounts") -> None:
+        self.paths.extend(other.paths)
+        self.n_files += other.n_files
+        self.n_bytes += other.n_bytes
+        self.n_pages += other.n_pages
+        self.n_kept += other.n_kept
+
 
 class SiteWriter:
     """Writes files under `root`, refusing unsafe paths and duplicate outputs; counts what it wrote.
@@ -41,22 +48,6 @@ class SiteWriter:
         self._written: set[str] = set()
         self._dirs: set[str] = set()
         self.counts = WriteCounts()
-
-    @property
-    def n_files(self) -> int:
-        return self.counts.n_files
-
-    @property
-    def n_bytes(self) -> int:
-        return self.counts.n_bytes
-
-    @property
-    def n_pages(self) -> int:
-        return self.counts.n_pages
-
-    @property
-    def n_kept(self) -> int:
-        return self.counts.n_kept
 
     def _claim(self, rel: str) -> str:
         norm = posixpath.normpath(rel)
@@ -124,12 +115,7 @@ class SiteWriter:
             if norm in self._written:
                 raise SiteWriteError(f"two outputs would write {norm!r}")
             self._written.add(norm)
-        c = self.counts
-        c.paths.extend(other.paths)
-        c.n_files += other.n_files
-        c.n_bytes += other.n_bytes
-        c.n_pages += other.n_pages
-        c.n_kept += other.n_kept
+        self.counts.add(other)
 
     def written(self) -> frozenset[str]:
         return frozenset(self._written)
