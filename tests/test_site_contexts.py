@@ -13,12 +13,12 @@ import pytest
 from jinja2 import meta
 
 from atlas.site import contexts as ctxmod
-from atlas.site.charts import N_LEVELS, SCALE, level
+from atlas.site.charts import N_LEVELS, SCALE, levels_of
 from atlas.site.env import DEFAULT_TEMPLATES, PAGE_TEMPLATES, make_env
 from atlas.site.model import load_model
 from atlas.site.render import FeatureRenderer, _write_assets, splice_examples
 from atlas.site.safe import json_for_script
-from atlas.site.tokens import TokenHtml, example_html, levels_of
+from atlas.site.tokens import TokenHtml, example_html
 from atlas.site.urls import SiteUrls
 from atlas.site.writer import SiteWriteError, SiteWriter
 from atlas.store import reads
@@ -126,9 +126,9 @@ def test_json_for_script_cannot_close_the_tag():
 
 
 def test_colour_scale_is_monotone_and_visible_at_low_values():
-    assert level(0.0, 10.0) == 0
-    assert level(1e-6, 10.0) == 1  # a tiny activation is still shaded
-    assert level(10.0, 10.0) == N_LEVELS
+    assert levels_of(np.array([0.0]), 10.0)[0] == 0
+    assert levels_of(np.array([1e-6]), 10.0)[0] == 1  # a tiny activation is still shaded
+    assert levels_of(np.array([10.0]), 10.0)[0] == N_LEVELS
     lum = []
     for colour, _dark in SCALE:
         r, g, b = (int(colour[i:i + 2], 16) for i in (1, 3, 5))

@@ -47,11 +47,19 @@ def _scale() -> list[tuple[str, bool]]:
 SCALE = _scale()
 
 
-def level(value: float, vmax: float) -> int:
-    """0 for no activation, else 1..N in proportion to value / vmax."""
-    if not (value > 0) or not (vmax > 0):
-        return 0
-    return max(1, min(N_LEVELS, math.ceil(value / vmax * N_LEVELS)))
+def levels_of(acts: np.ndarray, vmax) -> np.ndarray:
+    """Colour level per activation (a token's, or a histogram bar's): 0 when none, else 1..N in proportion
+    to act / vmax.
+
+    `vmax` is one number or one per activation."""
+    a = np.nan_to_num(np.asarray(acts, dtype=np.float64), nan=0.0)
+    vmax = np.broadcast_to(np.asarray(vmax, dtype=np.float64), a.shape)
+    ok = vmax > 0
+    with np.errstate(divide="ignore", invalid="ignore"):
+        lev = np.clip(np.ceil(np.where(ok, a / np.where(ok, vmax, 1.0), 0.0) * N_LEVELS), 0, N_LEVELS)
+    lev = lev.astype(np.int64)
+    lev[ok & (a > 0) & (lev == 0)] = 1
+    return lev
 
 
 def scale_css() -> str:
@@ -93,8 +101,7 @@ def histogram_svg(bins: list[tuple], vmax: float, width: int = 640, height: int 
     edges = {e: fmt(e) for e in {*lo, *hi}}
     h = np.asarray(counts, dtype=np.float64) * (plot_h / top)
     mid = (np.asarray(lo) + np.asarray(hi)) / 2
-    with np.errstate(divide="ignore", invalid="ignore"):
-        levs = np.where((mid > 0) & (vmax > 0), np.clip(np.ceil(mid / vmax * N_LEVELS), 1, N_LEVELS), 1)
+    levs = np.maximum(levels_of(mid, vmax), 1)  # a bin that holds activations is never unshaded
     parts = [
         f'<svg class="hist" viewBox="0 0 {width} {height}" width="{width}" height="{height}" '
         f'role="img" aria-label="Histogram of nonzero activations">'

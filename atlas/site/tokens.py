@@ -20,7 +20,7 @@ from typing import NamedTuple
 import numpy as np
 from markupsafe import Markup, escape
 
-from atlas.site.charts import N_LEVELS
+from atlas.site.charts import N_LEVELS, levels_of
 from atlas.store.reads import ExampleBlock
 
 # Invisible or line-breaking characters get a visible stand-in so every token has width.
@@ -70,20 +70,6 @@ class TokenHtml:
     def slots(self, ids: np.ndarray) -> np.ndarray:
         ids = np.asarray(ids, dtype=np.int64)
         return np.where(ids < 0, 0, np.where(ids < self.size, ids + 1, self.size + 1))
-
-
-def levels_of(acts: np.ndarray, vmax) -> np.ndarray:
-    """Colour level per token: 0 when it did not fire, else 1..N in proportion to act / vmax.
-
-    `vmax` is one number or one per token."""
-    a = np.nan_to_num(np.asarray(acts, dtype=np.float64), nan=0.0)
-    vmax = np.broadcast_to(np.asarray(vmax, dtype=np.float64), a.shape)
-    ok = vmax > 0
-    with np.errstate(divide="ignore", invalid="ignore"):
-        lev = np.clip(np.ceil(np.where(ok, a / np.where(ok, vmax, 1.0), 0.0) * N_LEVELS), 0, N_LEVELS)
-    lev = lev.astype(np.int64)
-    lev[ok & (a > 0) & (lev == 0)] = 1
-    return lev
 
 
 # Opening of a marked token's span by level, then by level with the focus outline; a focus token
