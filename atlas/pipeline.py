@@ -121,10 +121,10 @@ class Build:
             from atlas.versions_stage import build_versions
 
             self._train_demo_versions()
-            self.versions_hash = build_versions(self, corpus, started, analysis_hash)
+            versions_hash = build_versions(self, corpus, started, analysis_hash)
             self._record_run(started, corpus)
             self.store = None
-        site_hash = _hash(analysis_hash, harvest_hash, compare_hash, getattr(self, "versions_hash", ""),
+        site_hash = _hash(analysis_hash, harvest_hash, compare_hash, versions_hash,
                           self.cfg.section_dict("site"), STAGE_VERSIONS["site"])
         self._site(site_hash)
         self.report.store = self.store_path
