@@ -215,6 +215,29 @@ def test_short_long_toggle_and_hover_card(site, watched):
     watched.assert_clean()
 
 
+def test_example_rows_are_drawn_from_the_pages_script(site, watched):
+    page = watched.goto(_url(site, "features/0/0.html"))
+    shown = page.evaluate("""() => Array.from(document.querySelectorAll('.exs')).map(g => [
+        Number(g.getAttribute('data-n')), g.querySelectorAll('.ex').length])""")
+    assert len(shown) > 5 and all(want == got and want > 0 for want, got in shown), shown
+    rows = page.evaluate("""() => Array.from(document.querySelectorAll('.tok')).map(t => [
+        t.getAttribute('data-t').split(' ').length, t.querySelectorAll('span:not(.far)').length,
+        t.querySelectorAll('.f').length])""")
+    assert all(n_ids == n_spans and focus == 1 for n_ids, n_spans, focus in rows), rows
+    watched.assert_clean()
+
+
+def test_a_missing_example_script_says_so(site, watched):
+    feature = site["root"] / "features" / "0"
+    html = (feature / "0.html").read_text(encoding="utf-8")
+    assert '<script src="0.examples.js">' in html
+    (feature / "no-examples.html").write_text(html.replace("0.examples.js", "gone.examples.js"), encoding="utf-8")
+    page = watched.goto(_url(site, "features/0/no-examples.html"))
+    assert page.locator(".ex").count() == 0
+    assert "did not load" in page.locator(".exs.missing").first.inner_text()
+    (feature / "no-examples.html").unlink()
+
+
 def test_evil_pages_execute_nothing(site, watched):
     evil_cluster = site["clusters"][site["clusters"].name.str.contains("onerror")].cluster_id.iloc[0]
     for rel in ("features/0/0.html", "features/0/1.html", f"clusters/{int(evil_cluster)}.html", "about.html"):

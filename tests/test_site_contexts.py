@@ -16,9 +16,9 @@ from atlas.site import contexts as ctxmod
 from atlas.site.charts import N_LEVELS, SCALE, levels_of
 from atlas.site.env import DEFAULT_TEMPLATES, PAGE_TEMPLATES, make_env
 from atlas.site.model import load_model
-from atlas.site.render import FeatureRenderer, _write_assets, splice_examples
+from atlas.site.render import FeatureRenderer, _write_assets
 from atlas.site.safe import json_for_script
-from atlas.site.tokens import TokenHtml, example_html
+from atlas.site.tokens import TokenHtml, example_scripts
 from atlas.site.urls import SiteUrls
 from atlas.site.writer import SiteWriteError, SiteWriter
 from atlas.store import reads
@@ -70,8 +70,12 @@ def test_feature_context_contents(built):
     assert all(g.rows.count("<tr>") == 10 for g in page.neighbour_groups)
     assert [s.title for s in page.sections] == ["Top activations", "Interval samples", "Random samples"]
     top = page.sections[0].groups[0]
-    html = splice_examples(str(top.rows), data).decode()
-    assert top.n_examples == 20 and html.count('<div class="ex">') == 20 and ctxmod.EXAMPLES_MARK not in html
+    script = _script_data(bytes(data.html.examples.script(n)))
+    assert top.n_examples == 20 and len(script["runs"][int(top.runs)]) == 20 and script["w"] == 5
+    shown = [int(k) for s in page.sections for g in s.groups for k in g.runs.split()]
+    assert sorted(shown) == list(range(len(script["runs"])))  # every run on the page once
+    assert sum(g.n_examples for s in page.sections for g in s.groups) == sum(map(len, script["runs"]))
+    assert page.examples_src == f"{n}.examples.js"
     assert page.logits_pos.count('<td class="lv pos">') == 10 and page.logits_neg.count('<td class="lv neg">') == 10
     assert re.match(r'<tr><td class="lt">[^<]*</td><td class="lv pos"><span class="bar" style="width:\d+%"></span>\+',
                     page.logits_pos)
@@ -149,24 +153,39 @@ def _block(rows: list[tuple[list[int], list[float], int]]) -> ExampleBlock:
     )
 
 
-def _rows(block: ExampleBlock, vmax: np.ndarray, tokens: TokenHtml, w: int) -> list[str]:
-    """Each row on its own (every row ends a group), as text."""
-    html = example_html(block, vmax, tokens, w, np.ones(len(block.value), dtype=bool))
-    return [bytes(html.group(k)).decode() for k in range(len(html.starts))]
+def _script_data(script: bytes) -> dict:
+    text = script.decode()
+    head, tail = "window.ATLAS_EXAMPLES=", ";\n"
+    assert text.startswith(head) and text.endswith(tail)
+    for bad in ("<", ">", "&", "\u2028", "\u2029"):
+        assert bad not in text
+    return json.loads(text[len(head):-len(tail)])
 
 
-def test_example_row_marks_focus_and_far_context():
+def _rows(block: ExampleBlock, vmax: np.ndarray, tokens: TokenHtml, w: int, ends=None) -> list:
+    """The block's runs of rows (all of feature 0), as parsed from its script: a run per row by default."""
+    ends = np.ones(len(block.value), dtype=bool) if ends is None else ends
+    data = _script_data(bytes(example_scripts(block, vmax, tokens, w, ends, 0, 1).script(0)))
+    assert data["w"] == w
+    return data["runs"]
+
+
+def test_example_row_lists_ids_focus_and_fired_tokens():
     tokens = TokenHtml({0: " a", 1: "\n", 2: "<b>"})
     ids = [0, 1, 2, 0, 1, 2, 0, 1, 2]
     acts = [0, 0, 0.5, 0, 4.0, 0, 0, 0, 1e-4]
-    (html,) = _rows(_block([(ids, acts, 4)]), np.array([4.0]), tokens, 2)
-    assert html.startswith('<div class="ex"><span class="exv">4</span><span class="tok" data-t="0 1 2 0 1 2 0 1 2">')
-    assert html.count('<span class="far">') == 2
-    assert '<span class="a16 f" data-v="4">↵</span>' in html
-    assert "&lt;b&gt;" in html and "<b>" not in html
-    assert '<span class="a1" data-v="0.0001">' in html
-    spans = re.findall(r'<span(?: class="(?!far)[^"]*")?(?: data-v="[^"]*")?>([^<]*)</span>', html.split('class="tok"')[1])
-    assert spans == [" a", "↵", "&lt;b&gt;"] * 3  # one span per token, in the order of data-t
+    (run,) = _rows(_block([(ids, acts, 4)]), np.array([4.0]), tokens, 2)
+    assert run == [["4", ids, 4, [2, 2, 0.5, 4, 16, 4.0, 8, 1, 0.0001]]]
+
+
+def test_token_script_holds_display_text_escaped():
+    tokens = TokenHtml({0: " a", 1: "\n", 2: "</script><b>&amp;", 3: "a\u2028b", 5: ""})
+    text = tokens.script().decode()
+    head, tail = "window.ATLAS_TOKENS=", ";\n"
+    assert text.startswith(head) and text.endswith(tail)
+    for bad in ("<", ">", "&", "\u2028"):
+        assert bad not in text
+    assert json.loads(text[len(head):-len(tail)]) == {"0": " a", "1": "↵", "2": "</script><b>&amp;", "3": "a↵b", "5": "∅"}
 
 
 VOCAB = {t: f" w{t}" for t in range(50)} | {50: "\n", 51: "</span>&", 52: ""}
@@ -183,38 +202,30 @@ def test_example_rows_match_a_token_by_token_reference():
     vmax = rng.uniform(0, 9, len(rows))
     vmax[1] = 0.0
     block = _block(rows)
-    want = [_reference_row(ids, acts, f, value, v, 3) for (ids, acts, f), value, v in zip(rows, block.value.tolist(), vmax)]
-    assert _rows(block, vmax, TokenHtml(VOCAB), 3) == want
+    want = [_reference_row(ids, acts, f, value, v) for (ids, acts, f), value, v in zip(rows, block.value.tolist(), vmax)]
+    assert _rows(block, vmax, TokenHtml(VOCAB), 3) == [[w] for w in want]
     ends = rng.random(len(rows)) < 0.3
     ends[-1] = True
-    grouped = example_html(block, vmax, TokenHtml(VOCAB), 3, ends)
     cuts = np.flatnonzero(ends) + 1
-    assert [bytes(grouped.group(k)).decode() for k in range(len(cuts))] == [
-        "".join(want[a:b]) for a, b in zip(np.r_[0, cuts[:-1]], cuts)]
+    assert _rows(block, vmax, TokenHtml(VOCAB), 3, ends) == [want[a:b] for a, b in zip(np.r_[0, cuts[:-1]], cuts)]
 
 
-def _reference_row(ids: list[int], acts: list[float], focus: int, value: float, vmax: float, w: int) -> str:
-    from markupsafe import escape
+def test_example_scripts_split_a_block_by_feature():
+    block = _block([([1, 2], [0.0, 2.0], 1), ([3], [1.0], 0), ([4, 5, 6], [0.0, 0.0, 3.0], 2)])
+    block.feature[:] = [10, 10, 12]  # feature 11 has no rows
+    scripts = example_scripts(block, np.array([2.0, 2.0, 3.0]), TokenHtml(VOCAB), 3,
+                              np.array([False, True, True]), 10, 13)
+    assert bytes(scripts.script(1)) == b""
+    assert _script_data(bytes(scripts.script(0)))["runs"] == [[["2", [1, 2], 1, [1, 16, 2.0]],
+                                                               ["1", [3], 0, [0, 8, 1.0]]]]
+    assert _script_data(bytes(scripts.script(2)))["runs"] == [[["3", [4, 5, 6], 2, [2, 16, 3.0]]]]
 
-    from atlas.site.tokens import display_token
 
+def _reference_row(ids: list[int], acts: list[float], focus: int, value: float, vmax: float) -> list:
     acts = np.array(acts, dtype=np.float32).astype(np.float64)
-    levs = levels_of(acts, vmax).tolist()
-    f = min(max(focus, 0), max(len(ids) - 1, 0))
-    spans = []
-    for i, tid in enumerate(ids):
-        text = "∅" if tid < 0 else str(escape(display_token(VOCAB.get(tid, "\ufffd"))))
-        if levs[i]:
-            cls = f"a{levs[i]} f" if i == f else f"a{levs[i]}"
-            spans.append(f'<span class="{cls}" data-v="{acts[i]:.6g}">{text}</span>')
-        else:
-            spans.append(f'<span class="f">{text}</span>' if i == f else f"<span>{text}</span>")
-    lo, hi = max(0, f - w), min(len(ids), f + w + 1)
-    line = "".join(spans[lo:hi])
-    if lo > 0:
-        line = '<span class="far">' + "".join(spans[:lo]) + "</span>" + line
-    if hi < len(ids):
-        line += '<span class="far">' + "".join(spans[hi:]) + "</span>"
-    shown = f"{value:.3g}" if np.isfinite(value) else "–"
-    return (f'<div class="ex"><span class="exv">{shown}</span><span class="tok" data-t="{" ".join(map(str, ids))}">'
-            f"{line}</span></div>\n")
+    marks = []
+    for i, lev in enumerate(levels_of(acts, vmax).tolist()):
+        if lev:
+            marks += [i, lev, float(f"{acts[i]:.6g}")]
+    focus = min(max(focus, 0), max(len(ids) - 1, 0))
+    return [f"{value:.3g}" if np.isfinite(value) else "–", ids, focus, marks]

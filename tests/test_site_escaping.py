@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import json
 import re
 from pathlib import Path
 
@@ -46,9 +47,22 @@ def test_evil_tokens_shown_as_text(site):
 
 
 def test_data_scripts_hold_no_angle_brackets_or_line_separators(site):
-    for path in list((site / "data").glob("*.js")):
+    scripts = list((site / "data").glob("*.js")) + list((site / "features").rglob("*.examples.js"))
+    assert len(scripts) > 25  # the data files and an example script per alive feature
+    for path in scripts:
         text = path.read_text(encoding="utf-8")
         assert "<" not in text and ">" not in text and "\u2028" not in text, path
+
+
+def test_evil_tokens_reach_the_example_rows_as_data(site):
+    """The rows' token texts come from data/tokens.js, which holds every hostile token unchanged."""
+    (path,) = (site / "data").glob("tokens-*.js")
+    text = path.read_text(encoding="utf-8")
+    head, tail = "window.ATLAS_TOKENS=", ";\n"
+    assert text.startswith(head) and text.endswith(tail)
+    shown = set(json.loads(text[len(head):-len(tail)]).values())
+    assert {"<script>alert(1)</script>", "</script>", "<img src=x onerror=alert(1)>", " &amp;"} <= shown
+    assert "↵" in shown and not any("\u2028" in t for t in shown)
 
 
 def test_no_inline_event_handlers(site):

@@ -1,7 +1,7 @@
-"""Feature-page HTML from earlier renders of the same store: the examples' token spans and the histograms.
+"""What feature pages show from earlier renders of the same store: the example scripts and the histograms.
 
-They are most of a feature page's bytes and of its rendering time, and they depend on the store's data and a
-few settings but not on the templates. So a render after a template change (or any render of an unchanged
+They are most of a feature's bytes and of its rendering time, and they depend on the store's data and a few
+settings but not on the templates. So a render after a template change (or any render of an unchanged
 store) reads them back instead of building them again.
 
 There is one file per block of features. Its name is a hash of the caller's key for the store's content,
@@ -23,13 +23,13 @@ from markupsafe import Markup
 
 from atlas.site.contexts import FeatureHtml
 from atlas.site.marker import site_code_digest
-from atlas.site.tokens import ExampleHtml
+from atlas.site.tokens import ExampleScripts
 
 _SUFFIX = ".html-cache"
 
 
 class ExampleCache:
-    """Blocks of feature-page HTML in `folder`, for the store whose content `key` stands for."""
+    """Blocks of feature-page pieces in `folder`, for the store whose content `key` stands for."""
 
     def __init__(self, folder: Path, key: str, short_window: int):
         self.folder = Path(folder)
@@ -41,7 +41,7 @@ class ExampleCache:
     def load(self, lo: int, hi: int) -> FeatureHtml | None:
         try:
             with open(self.folder / self.name(lo, hi), "rb") as f:
-                # Mapped, not read: no group of examples is copied until it goes into its page.
+                # Mapped, not read: no example script is copied until it is written into the site.
                 data = mmap.mmap(f.fileno(), 0, access=mmap.ACCESS_READ)
             end = data.find(b"\n")
             head = json.loads(data[:end])
@@ -53,7 +53,7 @@ class ExampleCache:
         bounds = np.asarray(head["examples"], dtype=np.int64).reshape(2, -1) + body
         histograms = {int(f): Markup(data[body + a:body + b].decode()) for f, a, b in head["histograms"]}
         return FeatureHtml([tuple(k) for k in head["run_keys"]], head["run_lengths"],
-                           ExampleHtml(data, bounds[0], bounds[1]), histograms)
+                           ExampleScripts(data, bounds[0], bounds[1]), histograms)
 
     def save(self, lo: int, hi: int, html: FeatureHtml) -> None:
         ex = html.examples
@@ -76,7 +76,7 @@ class ExampleCache:
 
 
 def keep_only(folder: Path, names: set[str]) -> None:
-    """Delete the cached HTML of every block but these."""
+    """Delete the cached pieces of every block but these."""
     try:
         entries = list(Path(folder).iterdir())
     except OSError:

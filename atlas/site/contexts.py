@@ -8,7 +8,7 @@ from __future__ import annotations
 
 import hashlib
 import json
-import secrets
+import posixpath
 from dataclasses import dataclass, fields
 from typing import Any, NamedTuple
 
@@ -19,7 +19,7 @@ from atlas.site.charts import histogram_svg, legend_html, thumb_points_svg
 from atlas.site.model import SiteModel
 from atlas.site.rows import LogitRow, MemberRow, NeighbourRow, logit_rows, member_rows, neighbour_rows
 from atlas.site.safe import fmt, pct
-from atlas.site.tokens import ExampleHtml, example_html
+from atlas.site.tokens import ExampleScripts, example_scripts
 from atlas.site.urls import SiteUrls
 from atlas.site.versions import VersionLink, counterparts, switcher, where_it_went
 from atlas.store.reads import ExampleBlock
@@ -70,9 +70,7 @@ class ExampleGroup(NamedTuple):
     heading: str
     note: str
     n_examples: int
-    # Stands for the finished example rows, a line each: they are built in Python because this is the
-    # hot loop, and put in after the template ran (render.py), so a template outputs this as it is.
-    rows: Markup
+    runs: str  # the runs of the feature's example script (tokens.py) this group shows, as '0' or '3 4'
 
 
 class ExampleSection(NamedTuple):
@@ -113,6 +111,7 @@ class FeaturePage:
     logits_neg: Markup
     neighbour_groups: tuple[NeighbourGroup, ...]
     sections: tuple[ExampleSection, ...]
+    examples_src: str  # the feature's example script, relative to its page; '' when it has no examples
     short_window: int
     n_tokens: str
     version: VersionNote | None = None
@@ -275,25 +274,20 @@ def example_runs(ex: ExampleBlock) -> ExampleRuns:
     return ExampleRuns(ends, [keys[i] for i in last.tolist()], np.diff(last, prepend=-1).tolist())
 
 
-# Stands in for a run of example rows in the rendered template: render.py puts the run's HTML (bytes)
-# there. The random part keeps it from ever matching anything else in a page.
-EXAMPLES_MARK = f"<!--examples {secrets.token_hex(8)} "
-
-
 class FeatureHtml(NamedTuple):
-    """The HTML of a block of features that comes from the store alone, not from the templates or the rest
-    of the site: what the example cache keeps (cache.py)."""
+    """What a block of features' pages show that comes from the store alone, not from the templates or the
+    rest of the site: what the example cache keeps (cache.py)."""
 
     run_keys: list[tuple[int, str, int]]  # of the example runs, as in ExampleRuns
     run_lengths: list[int]
-    examples: ExampleHtml  # each run's finished rows
+    examples: ExampleScripts  # each feature's example script
     histograms: dict[int, Markup]  # alive feature -> its histogram
 
 
 def feature_html(model: SiteModel, ex: ExampleBlock, histograms: dict[int, list[tuple]], lo: int, hi: int,
                  short_window: int) -> FeatureHtml:
     runs = example_runs(ex)
-    html = example_html(ex, model.max_act[ex.feature], model.tokens, short_window, runs.ends)
+    html = example_scripts(ex, model.max_act[ex.feature], model.tokens, short_window, runs.ends, lo, hi)
     charts = {n: histogram_svg(histograms.get(n, []), float(model.max_act[n])) for n in range(lo, hi) if model.alive[n]}
     return FeatureHtml(runs.keys, runs.lengths, html, charts)
 
@@ -310,11 +304,13 @@ class FeatureData:
 
     def __post_init__(self):
         self._runs_of: dict[int, list[tuple[str, int, int, int]]] = {}
-        for k, ((feature, section, bucket), n) in enumerate(zip(self.html.run_keys, self.html.run_lengths)):
-            self._runs_of.setdefault(feature, []).append((section, bucket, k, n))
+        for (feature, section, bucket), n in zip(self.html.run_keys, self.html.run_lengths):
+            runs = self._runs_of.setdefault(feature, [])
+            runs.append((section, bucket, len(runs), n))
 
     def example_groups(self, n: int) -> dict[str, dict[int, list[tuple[int, int]]]]:
-        """Feature n's runs of examples (index, length) by section kind, then by interval bucket."""
+        """Feature n's runs of examples (index in its script, length) by section kind, then by interval
+        bucket."""
         out: dict[str, dict[int, list[tuple[int, int]]]] = {}
         for section, bucket, k, length in self._runs_of.get(n, ()):
             out.setdefault(section, {}).setdefault(bucket, []).append((k, length))
@@ -371,6 +367,7 @@ def build_feature_page(model: SiteModel, urls: SiteUrls, n: int, data: FeatureDa
                                                  snippet_html.get(o, _NO_SNIPPET)))
     groups = [NeighbourGroup(title, explain, neighbour_rows(neighbours[kind]))
               for kind, (title, explain) in _NEIGHBOUR_KINDS.items()]
+    sections = _example_sections(n, data) if alive else ()
     pos, neg = [], []
     lg = data.logits.get(n, [])
     biggest = max((abs(float(v)) for *_x, v in lg if v is not None), default=0.0) or 1.0
@@ -388,7 +385,8 @@ def build_feature_page(model: SiteModel, urls: SiteUrls, n: int, data: FeatureDa
         legend=legend_html(),
         has_unembedding=model.has_unembedding,
         logits_pos=logit_rows(pos, "pos"), logits_neg=logit_rows(neg, "neg"), neighbour_groups=tuple(groups),
-        sections=_example_sections(n, data) if alive else (),
+        sections=sections,
+        examples_src=posixpath.basename(urls.feature_examples(n)) if sections else "",
         short_window=short_window, n_tokens=fmt(n_tokens) if n_tokens is not None else "the",
         version=_version_note(model, urls, page, n),
         elsewhere=_elsewhere(model, urls, page, n),
@@ -455,7 +453,7 @@ def _example_sections(n: int, data: FeatureData) -> tuple[ExampleSection, ...]:
                 heading, note = "", ""
             runs = buckets[bucket]
             groups.append(ExampleGroup(heading, note, sum(length for _k, length in runs),
-                                       Markup("".join(f"{EXAMPLES_MARK}{k}-->" for k, _length in runs))))
+                                       " ".join(str(k) for k, _length in runs)))
         sections.append(ExampleSection(title, explain, tuple(groups)))
     return tuple(sections)
 

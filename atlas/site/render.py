@@ -18,7 +18,6 @@ from atlas.site import data as site_data
 from atlas.site.cache import ExampleCache, keep_only
 from atlas.site.charts import scale_css
 from atlas.site.contexts import (
-    EXAMPLES_MARK,
     FeatureData,
     FeatureHtml,
     build_about_page,
@@ -41,10 +40,9 @@ from atlas.store import MAIN, reads
 
 # Scripts each page type loads, by registered asset name (order matters: data before code).
 INDEX_SCRIPTS = ("static/plotly.min.js", "data/map.js", "static/map.js", "static/search.js")
-FEATURE_SCRIPTS = ("static/feature.js",)
+FEATURE_SCRIPTS = ("data/tokens.js", "static/feature.js")
 CHUNK = 400  # features per unit of work: big enough to amortise the range queries
 PARALLEL_FROM = 3000  # below this a process pool costs more than it saves
-_MARK = EXAMPLES_MARK.encode()
 
 
 class SiteRenderError(AtlasError):
@@ -71,6 +69,7 @@ def _write_assets(writer: SiteWriter, urls: SiteUrls, model: SiteModel, folder: 
         "static/plotly.min.js": _plotly_js(),
         "static/mapthumb.svg": site_data.thumb_svg(model),
         "data/map.js": site_data.map_script(model),
+        "data/tokens.js": model.tokens.script(),
     }
     for k, content in enumerate(site_data.search_scripts(model)):
         files[f"data/search{k}.js"] = content
@@ -121,24 +120,17 @@ class FeatureRenderer:
 
     def render_range(self, lo: int, hi: int, writer: SiteWriter) -> None:
         data = self.read_range(lo, hi)
+        scripts = data.html.examples
         for n in range(lo, hi):
             ctx = build_feature_page(self.model, self.urls, n, data, self.short_window, FEATURE_SCRIPTS)
-            writer.write(self.urls.feature(n), splice_examples(self.template.render(template_vars(ctx)), data))
+            writer.write(self.urls.feature(n), self.template.render(template_vars(ctx)))
+            if ctx.examples_src:
+                writer.write(self.urls.feature_examples(n), scripts.script(n - lo))
 
     def close(self) -> None:
         if self._store is not None:
             self._store.close()
             self._store = None
-
-
-def splice_examples(page: str, data: FeatureData) -> bytes:
-    """The rendered page as UTF-8 with each example mark replaced by its run of example rows."""
-    head, *rest = page.encode().split(_MARK)
-    out = [head]
-    for part in rest:
-        k, _end, tail = part.partition(b"-->")
-        out += (data.html.examples.group(int(k)), tail)
-    return b"".join(out)
 
 
 # ---- worker processes: each renders whole chunks and writes their pages itself ------------------

@@ -30,6 +30,10 @@ class SiteUrls:
         # Folders of a thousand pages keep directory listings fast on every filesystem.
         return f"features/{int(n) // self.shard_size}/{int(n)}.html"
 
+    def feature_examples(self, n: int) -> str:
+        """The script holding feature n's example contexts, beside its page (see tokens.py)."""
+        return f"features/{int(n) // self.shard_size}/{int(n)}.examples.js"
+
     def cluster(self, cluster_id: int) -> str:
         return f"clusters/{int(cluster_id)}.html"
 
