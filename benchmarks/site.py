@@ -13,8 +13,10 @@ one-byte change to base.html (every page rendered and rewritten), and that chang
 cache. Like the pipeline it passes a key and a cache folder. Each row gives the seconds, pages/s, files
 rewritten and kept, files whose mtime changed, how long deleting the replaced site took afterwards (it runs
 in the background) and the 1-minute load average before and after. A last row writes the same files with no
-rendering at all: the disk's floor under any render of that site. --profile adds where the CPU time of a
-render goes, measured in this process on a few blocks of feature pages.
+rendering at all: the disk's floor under any render of that site. --repeat K adds K more template
+changes (with the HTML cache), since this machine's disk time varies a lot from one minute to the next.
+--profile adds where the CPU time of a render goes, measured in this process on a few blocks of feature
+pages.
 """
 
 from __future__ import annotations
@@ -120,10 +122,26 @@ def _edited_templates(out: Path) -> Path:
     return folder
 
 
+def _create_cost(near: Path, n: int = 500) -> float:
+    """Microseconds of CPU to create one empty file in a new folder beside `near`. On this machine's
+    filesystem it swings between about 30 µs and 1 ms from one minute (and folder) to the next, which moves
+    every render's time by seconds: a 16k-feature render creates 16,795 pages at the least."""
+    folder = near.with_name(near.name + "-probe")
+    shutil.rmtree(folder, ignore_errors=True)
+    folder.mkdir(parents=True)
+    t0 = time.process_time()
+    for k in range(n):
+        os.close(os.open(folder / str(k), os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o666))
+    cost = (time.process_time() - t0) / n * 1e6
+    shutil.rmtree(folder, ignore_errors=True)
+    return round(cost)
+
+
 def _timed_render(name: str, store: Path, site: Path, workers: int | None, **kw) -> dict:
     # Each render starts on a settled disk: the previous run's writes and its deleted site flushed, as they
     # are by the time anyone rebuilds by hand. Without this, the first files a render creates wait on them.
     os.sync()
+    create_us = _create_cost(site)
     before = _mtimes(site) if site.exists() else {}
     load0 = os.getloadavg()[0]
     stats = render_site(store, site, workers=workers, **kw)
@@ -137,7 +155,7 @@ def _timed_render(name: str, store: Path, site: Path, workers: int | None, **kw)
         "files": stats["n_files"], "rewritten": stats["n_files"] - stats["kept"], "kept": stats["kept"],
         "mtime_changed": sum(before.get(k) != v for k, v in after.items()),
         "old_site_deleted_after_s": round(cleanup, 2), "workers": stats["workers"],
-        "load_before": round(load0, 2), "load_after": round(os.getloadavg()[0], 2),
+        "load_before": round(load0, 2), "load_after": round(os.getloadavg()[0], 2), "file_create_us": create_us,
     }
 
 
@@ -221,7 +239,7 @@ def profile_render(store: Path, site: Path, templates: Path, chunks: int = 3) ->
             "feature_pages_cpu_s": round(sum(best.values()) * model.n_features, 1)}
 
 
-def rebuild(n: int, out: Path, workers: int | None, keep: bool, profile: bool) -> list[dict]:
+def rebuild(n: int, out: Path, workers: int | None, keep: bool, profile: bool, repeat: int = 0) -> list[dict]:
     out.mkdir(parents=True, exist_ok=True)
     store, site = out / f"synthetic-{n}.duckdb", out / f"rebuild-{n}"
     make_synthetic_store(store, n_features=n, evil_text=False)
@@ -237,6 +255,9 @@ def rebuild(n: int, out: Path, workers: int | None, keep: bool, profile: bool) -
         _timed_render("base.html changed", store, site, workers, templates_dir=edited, key=key, cache_dir=cache),
         _timed_render("base.html changed, no HTML cache", store, site, workers, key=key),
     ]
+    for k in range(repeat):  # more template changes, each with the HTML cache: the disk's time varies a lot
+        rows.append(_timed_render(f"base.html changed ({k + 2})", store, site, workers, key=key, cache_dir=cache,
+                                  templates_dir=edited if k % 2 == 0 else None))
     rows[0]["html_cache_mb"] = round(sum(p.stat().st_size for p in cache.rglob("*") if p.is_file()) / 1e6, 1)
     rows.append(write_floor(site, out / f"write-floor-{n}"))
     if profile:
@@ -254,13 +275,15 @@ def main() -> None:
     ap.add_argument("--rebuild", type=int, default=None, metavar="N",
                     help="time render-only rebuilds of an N-feature site instead")
     ap.add_argument("--profile", action="store_true", help="with --rebuild: where a render's time goes")
+    ap.add_argument("--repeat", type=int, default=0, metavar="K",
+                    help="with --rebuild: K more template-change renders, alternating the two templates")
     ap.add_argument("--out", default=str(ROOT / "benchmarks" / "out"))
     ap.add_argument("--workers", type=int, default=None)
     ap.add_argument("--full-up-to", type=int, default=20000)
     ap.add_argument("--keep", action="store_true", help="keep the stores and sites")
     a = ap.parse_args()
     if a.rebuild:
-        for row in rebuild(a.rebuild, Path(a.out), a.workers, a.keep, a.profile):
+        for row in rebuild(a.rebuild, Path(a.out), a.workers, a.keep, a.profile, a.repeat):
             print(json.dumps(row), flush=True)
         return
     for n in [int(s) for s in a.sizes.split(",") if s]:
