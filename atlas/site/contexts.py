@@ -294,8 +294,8 @@ def feature_html(model: SiteModel, ex: ExampleBlock, histograms: dict[int, list[
 
 @dataclass
 class FeatureData:
-    """What the feature pages of one feature range need beyond the model: their HTML from the store, and
-    the per-feature rows of the other large tables."""
+    """What the feature pages of one feature range need beyond the model: their example scripts and
+    histograms, and the per-feature rows of the other large tables."""
 
     html: FeatureHtml
     intervals: dict[int, list[tuple]]

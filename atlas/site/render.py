@@ -304,9 +304,9 @@ def render_site(store_path: Path, out_dir: Path, templates_dir: Path | None = No
     Files whose bytes are unchanged keep the previous site's file (and its timestamps); `kept` counts
     them. `key` stands for the store's content (the pipeline passes a hash of its stages' results); with
     it, a site already rendered from the same key, store facts, templates and rendering code, and still as
-    it was written, is left alone (`reused` is then True), and with `cache_dir` too, the examples' and
-    histograms' HTML is kept there (about as large as the feature pages) for the next render of the same
-    key, whatever its templates (see cache.py)."""
+    it was written, is left alone (`reused` is then True), and with `cache_dir` too, each feature's example
+    script and histogram are kept there (about as large as the example scripts) for the next render of the
+    same key, whatever its templates (see cache.py)."""
     t0 = time.perf_counter()
     store_path, out_dir = Path(store_path).resolve(), Path(out_dir).resolve()
     folder = _templates(templates_dir)
@@ -349,7 +349,7 @@ def _versions(store) -> list:
 
 
 def _cache(cache_dir: Path | None, key: str | None, short_window: int) -> ExampleCache | None:
-    """The feature-page HTML kept for `key`; none without a key, which is what vouches for the store."""
+    """What the feature pages take from the store, kept for `key`; none without a key, which is what vouches for the store."""
     if cache_dir is None or key is None:
         return None
     return ExampleCache(Path(cache_dir) / "site-html", key, short_window)
