@@ -185,7 +185,8 @@ def test_token_script_holds_display_text_escaped():
     assert text.startswith(head) and text.endswith(tail)
     for bad in ("<", ">", "&", "\u2028"):
         assert bad not in text
-    assert json.loads(text[len(head):-len(tail)]) == {"0": " a", "1": "↵", "2": "</script><b>&amp;", "3": "a↵b", "5": "∅"}
+    assert json.loads(text[len(head):-len(tail)]) == {"0": " a", "1": "↵", "2": "</script><b>&amp;", "3": "a↵b",
+                                                      "5": "∅"}
 
 
 VOCAB = {t: f" w{t}" for t in range(50)} | {50: "\n", 51: "</span>&", 52: ""}
@@ -202,7 +203,8 @@ def test_example_rows_match_a_token_by_token_reference():
     vmax = rng.uniform(0, 9, len(rows))
     vmax[1] = 0.0
     block = _block(rows)
-    want = [_reference_row(ids, acts, f, value, v) for (ids, acts, f), value, v in zip(rows, block.value.tolist(), vmax)]
+    want = [_reference_row(ids, acts, f, value, v)
+            for (ids, acts, f), value, v in zip(rows, block.value.tolist(), vmax)]
     assert _rows(block, vmax, TokenHtml(VOCAB), 3) == [[w] for w in want]
     ends = rng.random(len(rows)) < 0.3
     ends[-1] = True

@@ -349,7 +349,8 @@ def _versions(store) -> list:
 
 
 def _cache(cache_dir: Path | None, key: str | None, short_window: int) -> ExampleCache | None:
-    """What the feature pages take from the store, kept for `key`; none without a key, which is what vouches for the store."""
+    """What the feature pages take from the store, kept for `key`; none without a key, which is what vouches
+    for the store."""
     if cache_dir is None or key is None:
         return None
     return ExampleCache(Path(cache_dir) / "site-html", key, short_window)
