@@ -1,10 +1,10 @@
 """Example contexts as compact data: one script per feature, which the page's script turns into token rows.
 
 A feature page holds about 80 examples of 30-odd tokens, so a 16k-feature site has some 40M tokens. As
-HTML (a span per token, its id and value) they were four fifths of every page's bytes, and every change to
-a template rewrote them. As data they live in a file of their own beside the page (`<n>.examples.js`),
-about a quarter of that size, which depends on the store and a few settings only: a template change
-rewrites the pages and keeps these files as they are.
+HTML (a span per token, its id and value) they would be four fifths of every page's bytes, rewritten by
+every template change. As data they live in a file of their own beside the page (`<n>.examples.js`), about
+a quarter of that size, which depends on the store and a few settings only: a template change rewrites the
+pages and keeps these files as they are.
 
 The file sets `window.ATLAS_EXAMPLES` to `{"w": short window, "runs": [[row, ...], ...]}`. A row is
 `[value shown, [token ids], focus index, [position, level, activation, ...]]`: the flat triples list the
