@@ -134,7 +134,7 @@ class FeatureRenderer:
 
 
 # ---- worker processes: each renders whole chunks and writes their pages itself ------------------
-# Pages never travel back through the pool's pipe (a 16k-feature site is 1.6 GB); only paths and counts do.
+# Pages never travel back through the pool's pipe (a 16k-feature site is 0.6 GB); only paths and counts do.
 
 _WORKER: tuple[FeatureRenderer, Path, Path | None] | None = None
 
