@@ -7,14 +7,15 @@ Stores are synthetic (tests/synthetic_store.py). Above --full-up-to features eac
 examples (10 top, 5x2 interval, 4 random, ±8 tokens) so the 100k site fits a laptop disk; the figures
 say which was used.
 
---rebuild renders one site five times: cold, then with nothing changed (given the same key, so the site is
-reused), with nothing changed but no key (every page rendered and compared, every file kept), after a
-one-byte change to base.html (every page rendered and rewritten), and that change again without the HTML
-cache. Like the pipeline it passes a key and a cache folder. Each row gives the seconds, pages/s, files
-rewritten and kept, files whose mtime changed, how long deleting the replaced site took afterwards (it runs
-in the background) and the 1-minute load average before and after. A last row writes the same files with no
-rendering at all: the disk's floor under any render of that site. --repeat K adds K more template
-changes (with the HTML cache), since this machine's disk time varies a lot from one minute to the next.
+--rebuild renders one site several times, as the pipeline does (with a key and a cache folder): cold; with
+nothing changed (the same key, so the site is reused); after a one-byte change to base.html (every page
+rendered and rewritten), first into new files, then (--repeat K more times, alternating the templates) over
+the spare site the previous render left in the cache folder; with nothing changed but no key (every page
+rendered and compared, over the spare); and a template change with no cache folder (new files, the replaced
+site deleted). Each row gives the seconds, pages/s, files rewritten and kept, files whose mtime changed, how
+long deleting a replaced site took afterwards (it runs in the background), the 1-minute load average before
+and after, and the CPU cost of creating one empty file beside the site just before. A last row creates the
+same files with no rendering at all: the disk's floor under a render into new files.
 --profile adds where the CPU time of a render goes, measured in this process on a few blocks of feature
 pages.
 """
@@ -160,8 +161,8 @@ def _timed_render(name: str, store: Path, site: Path, workers: int | None, **kw)
 
 
 def write_floor(site: Path, scratch: Path) -> dict:
-    """Writing the site's bytes alone, as files of the same sizes and folders, in one process: no rendering at
-    all, so no render of this site can beat it on this disk."""
+    """Creating the site's files alone, of the same sizes and in the same folders, in one process: no rendering
+    at all, so no render into new files can beat it on this disk (a render over the spare site can)."""
     files = [(p.relative_to(site), p.stat().st_size) for p in sorted(site.rglob("*")) if p.is_file()]
     shutil.rmtree(scratch, ignore_errors=True)
     os.sync()
@@ -175,7 +176,7 @@ def write_floor(site: Path, scratch: Path) -> dict:
             f.write(blob[:size])
     seconds = time.perf_counter() - t0
     shutil.rmtree(scratch, ignore_errors=True)
-    return {"run": "writing the same files, no rendering", "seconds": round(seconds, 3), "files": len(files),
+    return {"run": "creating the same files, no rendering", "seconds": round(seconds, 3), "files": len(files),
             "mb": round(total / 1e6, 1), "mb_per_s": round(total / 1e6 / seconds, 1)}
 
 
@@ -251,13 +252,22 @@ def rebuild(n: int, out: Path, workers: int | None, keep: bool, profile: bool, r
     rows = [
         _timed_render("cold", store, site, workers, key=key, cache_dir=cache),
         _timed_render("unchanged, same key (reused)", store, site, workers, key=key, cache_dir=cache),
-        _timed_render("unchanged, no key (all rendered)", store, site, workers),
-        _timed_render("base.html changed", store, site, workers, templates_dir=edited, key=key, cache_dir=cache),
-        _timed_render("base.html changed, no HTML cache", store, site, workers, key=key),
+        # The first template change after a cold build creates every page; from the next one on, the render
+        # writes over the spare site (the one replaced last time) kept in the cache folder.
+        _timed_render("base.html changed (first, new files)", store, site, workers, templates_dir=edited, key=key,
+                      cache_dir=cache),
     ]
-    for k in range(repeat):  # more template changes, each with the HTML cache: the disk's time varies a lot
-        rows.append(_timed_render(f"base.html changed ({k + 2})", store, site, workers, key=key, cache_dir=cache,
-                                  templates_dir=edited if k % 2 == 0 else None))
+    templates: Path | None = edited
+    for k in range(repeat + 1):  # the disk's time varies a lot from one minute to the next
+        templates = None if templates is edited else edited
+        rows.append(_timed_render(f"base.html changed ({k + 2}, over the spare)", store, site, workers, key=key,
+                                  cache_dir=cache, templates_dir=templates))
+    rows += [
+        _timed_render("unchanged, no key (all rendered, over the spare)", store, site, workers,
+                      templates_dir=templates, cache_dir=cache),
+        _timed_render("base.html changed, no cache folder (new files, old site deleted)", store, site, workers,
+                      templates_dir=None if templates is edited else edited, key=key),
+    ]
     rows[0]["html_cache_mb"] = round(sum(p.stat().st_size for p in cache.rglob("*") if p.is_file()) / 1e6, 1)
     rows.append(write_floor(site, out / f"write-floor-{n}"))
     if profile:
@@ -276,7 +286,8 @@ def main() -> None:
                     help="time render-only rebuilds of an N-feature site instead")
     ap.add_argument("--profile", action="store_true", help="with --rebuild: where a render's time goes")
     ap.add_argument("--repeat", type=int, default=0, metavar="K",
-                    help="with --rebuild: K more template-change renders, alternating the two templates")
+                    help="with --rebuild: K more template-change renders over the spare site, alternating the "
+                         "two templates")
     ap.add_argument("--out", default=str(ROOT / "benchmarks" / "out"))
     ap.add_argument("--workers", type=int, default=None)
     ap.add_argument("--full-up-to", type=int, default=20000)

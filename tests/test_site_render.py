@@ -12,7 +12,7 @@ import pytest
 
 from atlas.site import render_site
 from atlas.site.marker import MARKER
-from atlas.site.render import SiteRenderError
+from atlas.site.render import SiteRenderError, finish_cleanup
 from atlas.store import reads
 from atlas_fixtures import workspace, write_config  # noqa: F401  (workspace: a fixture)
 from synthetic_store import make_synthetic_store
@@ -252,13 +252,13 @@ def _mtimes(root: Path) -> dict[str, int]:
     return {str(p.relative_to(root)): p.stat().st_mtime_ns for p in root.rglob("*") if p.is_file()}
 
 
-def _edited_templates(tmp_path: Path) -> Path:
+def _edited_templates(tmp_path: Path, comment: str = "edited") -> Path:
     from atlas.site.env import DEFAULT_TEMPLATES
 
-    folder = tmp_path / "templates"
+    folder = tmp_path / ("templates" if comment == "edited" else f"templates-{comment}")
     shutil.copytree(DEFAULT_TEMPLATES, folder)
     with open(folder / "base.html", "a", encoding="utf-8") as f:
-        f.write("<!-- edited -->\n")
+        f.write(f"<!-- {comment} -->\n")
     return folder
 
 
@@ -283,17 +283,88 @@ def test_a_site_changed_by_hand_is_rendered_again(store, tmp_path):
     assert _digest(out) == want
 
 
-def test_template_change_rewrites_only_the_pages(store, tmp_path):
-    out = tmp_path / "site"
-    render_site(store, out, key="k")
-    before = _mtimes(out)
-    stats = render_site(store, out, templates_dir=_edited_templates(tmp_path), key="k")
-    after = _mtimes(out)
-    changed = {p for p in after if after[p] != before.get(p)}
-    assert not stats["reused"] and stats["kept"] == stats["n_files"] - stats["n_pages"]
-    # assets and data keep their timestamps; the marker names the new templates
-    assert changed == {p for p in after if p.endswith(".html")} | {MARKER}
-    assert (out / "features" / "0" / "7.html").read_text().endswith("<!-- edited -->\n")
+@pytest.mark.parametrize("cached", [False, True], ids=["no cache folder", "cache folder (spare site)"])
+def test_template_change_rewrites_only_the_pages(store, tmp_path, cached):
+    out, cache = tmp_path / "site", (tmp_path / "cache" if cached else None)
+    edited = _edited_templates(tmp_path)
+    render_site(store, out, key="k", cache_dir=cache)
+    for templates in (edited, None, edited):  # with a cache folder, the last two write over a spare site
+        before = _mtimes(out)
+        stats = render_site(store, out, templates_dir=templates, key="k", cache_dir=cache)
+        after = _mtimes(out)
+        changed = {p for p in after if after[p] != before.get(p)}
+        assert not stats["reused"] and stats["kept"] == stats["n_files"] - stats["n_pages"]
+        # assets and data keep their timestamps; the marker names the new templates
+        assert changed == {p for p in after if p.endswith(".html")} | {MARKER}
+        assert (out / "features" / "0" / "7.html").read_text().endswith("<!-- edited -->\n") == (templates == edited)
+    finish_cleanup()  # a replaced site is deleted in the background where there is no cache folder
+    assert sorted(p.name for p in tmp_path.iterdir()) == (["cache", "site", "templates"] if cached else
+                                                          ["site", "templates"])
+
+
+def _spares(cache: Path) -> list[Path]:
+    return sorted((cache / "site-spare").iterdir()) if (cache / "site-spare").is_dir() else []
+
+
+def test_a_render_over_the_spare_site_equals_a_fresh_one(store, tmp_path, monkeypatch):
+    from atlas.site import render as render_module
+
+    other = make_synthetic_store(tmp_path / "other.duckdb", n_features=40, seed=2)  # fewer pages: some go
+    edited = _edited_templates(tmp_path)
+    cache, out = tmp_path / "cache", tmp_path / "site"
+    render_site(store, out, key="a", cache_dir=cache)
+    assert _spares(cache) == []
+    render_site(store, out, key="a", templates_dir=edited, cache_dir=cache)
+    [spare] = _spares(cache)  # the first site, kept
+    assert (spare / "features" / "0" / "59.html").is_file()
+    monkeypatch.setattr(render_module, "CHUNK", 16)  # the workers write over the spare too
+    render_site(other, out, key="b", cache_dir=cache, workers=2)
+    render_site(other, tmp_path / "fresh-b", key="b", workers=1)
+    assert _digest(out) == _digest(tmp_path / "fresh-b")
+    render_site(store, out, key="a", templates_dir=edited, cache_dir=cache)
+    render_site(store, tmp_path / "fresh-a", key="a", templates_dir=edited)
+    assert _digest(out) == _digest(tmp_path / "fresh-a")
+    assert _spares(cache) == [spare]
+    assert not [p for p in tmp_path.iterdir() if ".tmp" in p.name]
+
+
+def test_the_spare_site_is_never_written_through(store, tmp_path):
+    cache, out = tmp_path / "cache", tmp_path / "site"
+    render_site(store, out, key="a", cache_dir=cache)
+    render_site(store, out, key="a", templates_dir=_edited_templates(tmp_path), cache_dir=cache)
+    [spare] = _spares(cache)
+    # A page of the spare also linked from elsewhere, a page that is a link, and a folder that is a link.
+    os.link(spare / "features" / "0" / "7.html", tmp_path / "linked.html")
+    linked = (tmp_path / "linked.html").read_bytes()
+    (tmp_path / "target.html").write_text("mine")
+    (spare / "about.html").unlink()
+    (spare / "about.html").symlink_to(tmp_path / "target.html")
+    (tmp_path / "elsewhere").mkdir()
+    shutil.rmtree(spare / "clusters")
+    (spare / "clusters").symlink_to(tmp_path / "elsewhere", target_is_directory=True)
+    (spare / "features" / "0" / "stray.html").write_text("stale")
+    third = _edited_templates(tmp_path, "third")  # every page differs from the spare's and the live site's
+    render_site(store, out, key="a", templates_dir=third, cache_dir=cache)
+    assert (tmp_path / "linked.html").read_bytes() == linked
+    assert (tmp_path / "target.html").read_text() == "mine" and not any((tmp_path / "elsewhere").iterdir())
+    render_site(store, tmp_path / "fresh", key="a", templates_dir=third)
+    assert _digest(out) == _digest(tmp_path / "fresh")
+
+
+def test_a_failed_render_keeps_the_spare_and_the_site(store, tmp_path):
+    cache, out = tmp_path / "cache", tmp_path / "site"
+    render_site(store, out, key="a", cache_dir=cache)
+    render_site(store, out, key="a", templates_dir=_edited_templates(tmp_path), cache_dir=cache)
+    before = _digest(out)
+    broken = tmp_path / "broken_templates"
+    (broken / "static").mkdir(parents=True)
+    with pytest.raises(Exception):
+        render_site(store, out, templates_dir=broken, key="a", cache_dir=cache)
+    assert _digest(out) == before and len(_spares(cache)) == 1
+    assert not [p for p in tmp_path.iterdir() if ".tmp" in p.name]
+    render_site(store, out, key="a", cache_dir=cache)
+    render_site(store, tmp_path / "fresh", key="a")
+    assert _digest(out) == _digest(tmp_path / "fresh")
 
 
 def test_workers_write_the_same_site_as_one_process(store, tmp_path, monkeypatch):

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import ctypes
 import ctypes.util
+import hashlib
 import multiprocessing
 import multiprocessing.forkserver
 import os
@@ -136,18 +137,19 @@ class FeatureRenderer:
 # ---- worker processes: each renders whole chunks and writes their pages itself ------------------
 # Pages never travel back through the pool's pipe (a 16k-feature site is 0.6 GB); only paths and counts do.
 
-_WORKER: tuple[FeatureRenderer, Path, Path | None] | None = None
+_WORKER: tuple[FeatureRenderer, Path, Path | None, bool] | None = None
 
 
-def _worker_init(model, urls, folder, short_window, store_path, cache, root, previous, schema) -> None:
+def _worker_init(model, urls, folder, short_window, store_path, cache, root, previous, recycled, schema) -> None:
     global _WORKER
-    _WORKER = (FeatureRenderer(model, urls, folder, short_window, store_path, cache, schema), root, previous)
+    renderer = FeatureRenderer(model, urls, folder, short_window, store_path, cache, schema)
+    _WORKER = (renderer, root, previous, recycled)
 
 
 def _worker_range(bounds: tuple[int, int]) -> tuple[WriteCounts, set[str]]:
     assert _WORKER is not None
-    renderer, root, previous = _WORKER
-    writer = SiteWriter(root, previous)
+    renderer, root, previous, recycled = _WORKER
+    writer = SiteWriter(root, previous, recycled)
     renderer.render_range(*bounds, writer)
     return writer.counts, renderer.cache_names
 
@@ -219,18 +221,51 @@ def _check_replaceable(out: Path) -> None:
         )
 
 
-def _swap_into_place(tmp: Path, out: Path) -> None:
+def _spare_path(cache_dir: Path | None, out: Path) -> Path | None:
+    """Where the site this render replaces is kept, as scratch for the next render of `out`: in the cache
+    folder, so the output folder's parent holds nothing but the site (none without a cache folder)."""
+    if cache_dir is None:
+        return None
+    return Path(cache_dir).resolve() / "site-spare" / hashlib.sha256(os.fsencode(str(out))).hexdigest()[:16]
+
+
+def _take_spare(spare: Path | None, tmp: Path) -> bool:
+    """Move the spare site to `tmp` to render over it; False where there is none (or it lies on another
+    filesystem), and `tmp` is then a new folder."""
+    if spare is None:
+        return False
+    try:
+        os.rename(spare, tmp)
+    except OSError:
+        return False
+    (tmp / MARKER).unlink(missing_ok=True)  # not a finished site until this render's marker is written
+    return True
+
+
+def _retire(old: Path, spare: Path | None) -> None:
+    """Keep a replaced site as the next render's spare, or delete it where it cannot be kept."""
+    if spare is not None:
+        try:
+            spare.parent.mkdir(parents=True, exist_ok=True)
+            os.rename(old, spare)
+            return
+        except OSError:  # another filesystem, or another render's spare already there
+            pass
+    _discard(old)
+
+
+def _swap_into_place(tmp: Path, out: Path, spare: Path | None = None) -> None:
     if not out.exists():
         os.rename(tmp, out)
         return
     _check_replaceable(out)
     if _exchange(tmp, out):
-        _discard(tmp)  # tmp now holds the previous site
+        _retire(tmp, spare)  # tmp now holds the previous site
         return
     old = tmp.with_name(tmp.name + "-old")
     os.rename(out, old)
     os.rename(tmp, out)
-    _discard(old)
+    _retire(old, spare)
 
 
 def default_workers(n_features: int) -> int:
@@ -262,14 +297,16 @@ def _render_pages(writer: SiteWriter, env, model: SiteModel, urls: SiteUrls) -> 
 
 
 def _render_into(tmp: Path, previous: Path | None, store_path: Path, folder: Path, short_window: int,
-                 workers: int | None, key: str | None, cache: ExampleCache | None, schema: str = MAIN) -> dict:
+                 workers: int | None, key: str | None, cache: ExampleCache | None, schema: str = MAIN,
+                 recycled: bool = False, nested: frozenset[str] = frozenset()) -> dict:
     """Write the whole site into `tmp`, the marker last; returns the stats of the files before it and
-    the names of the cache files it used."""
+    the names of the cache files it used. A `recycled` tmp holds an older site: what this render does not
+    write is deleted, except the folders in `nested` (the versions' sites, rendered after this one)."""
     with reads.open_for_reading(store_path, schema) as store:
         if _n_workers(workers, int(reads.info(store).get("d_sae") or 0)) > 1:
             _pool_context()  # the workers' imports now run beside the model's loading
         model = load_model(store)
-    writer = SiteWriter(tmp, previous)
+    writer = SiteWriter(tmp, previous, recycled)
     urls = SiteUrls()
     _write_assets(writer, urls, model, folder)
     env = make_env(folder)
@@ -281,7 +318,7 @@ def _render_into(tmp: Path, previous: Path | None, store_path: Path, folder: Pat
         cache_names = _render_features_here(writer, model, urls, folder, short_window, store_path, cache, schema)
     else:
         ctx = _pool_context()
-        init = (model, urls, folder, short_window, store_path, cache, tmp, previous, schema)
+        init = (model, urls, folder, short_window, store_path, cache, tmp, previous, recycled, schema)
         n_workers = min(n_workers, len(chunks))
         cache_names = set()
         with ctx.Pool(n_workers, initializer=_worker_init, initargs=init) as pool:
@@ -293,6 +330,7 @@ def _render_into(tmp: Path, previous: Path | None, store_path: Path, folder: Pat
     c = writer.counts
     stats = {"n_pages": c.n_pages, "n_files": c.n_files, "bytes": c.n_bytes, "n_features": model.n_features}
     kept = c.n_kept
+    writer.prune(nested)
     writer.write(MARKER, marker_bytes(tmp, key, stats))
     return {**stats, "kept": kept, "workers": n_workers, "cache_names": cache_names}
 
@@ -306,7 +344,12 @@ def render_site(store_path: Path, out_dir: Path, templates_dir: Path | None = No
     it, a site already rendered from the same key, store facts, templates and rendering code, and still as
     it was written, is left alone (`reused` is then True), and with `cache_dir` too, each feature's example
     script and histogram are kept there (about as large as the example scripts) for the next render of the
-    same key, whatever its templates (see cache.py)."""
+    same key, whatever its templates (see cache.py).
+
+    With `cache_dir`, the site a render replaces is kept there too (`site-spare/`, where it is on the same
+    filesystem) and the next render writes over it: overwriting a file in place costs far less than
+    creating one, and no site is deleted. Its files that are unchanged are the live site's own (hard links),
+    so it takes about the size of what changed."""
     t0 = time.perf_counter()
     store_path, out_dir = Path(store_path).resolve(), Path(out_dir).resolve()
     folder = _templates(templates_dir)
@@ -322,19 +365,26 @@ def render_site(store_path: Path, out_dir: Path, templates_dir: Path | None = No
     tmp = out_dir.with_name(f"{out_dir.name}.tmp-{os.getpid()}-{uuid.uuid4().hex[:8]}")
     previous = out_dir if out_dir.is_dir() and _is_site(out_dir) else None
     cache = _cache(cache_dir, key, short_window)
+    spare = _spare_path(cache_dir, out_dir)
+    recycled = _take_spare(spare, tmp)
     try:
-        stats = _render_into(tmp, previous, store_path, folder, short_window, workers, full_key, cache)
+        stats = _render_into(tmp, previous, store_path, folder, short_window, workers, full_key, cache,
+                             recycled=recycled, nested=frozenset(v.site_path for v in versions))
         for v in versions:
             # Each version's pages are a site of their own under versions/<slug>/, swapped in with the main one.
             before = previous / v.site_path if previous is not None and _is_site(previous / v.site_path) else None
             sub = _render_into(tmp / v.site_path, before, store_path, folder, short_window, workers,
-                               _sub_key(full_key, v), _cache(cache_dir, _sub_key(key, v), short_window), v.schema)
+                               _sub_key(full_key, v), _cache(cache_dir, _sub_key(key, v), short_window), v.schema,
+                               recycled=recycled)
             for k in ("n_pages", "n_files", "bytes", "kept"):
                 stats[k] += sub[k]
             stats["cache_names"] |= sub["cache_names"]
-        _swap_into_place(tmp, out_dir)
+        _swap_into_place(tmp, out_dir, spare)
     except BaseException:
-        shutil.rmtree(tmp, ignore_errors=True)
+        if spare is not None:
+            _retire(tmp, spare)  # half written, but as good as any spare: every render overwrites or prunes
+        else:
+            shutil.rmtree(tmp, ignore_errors=True)
         raise
     cache_names = stats.pop("cache_names")
     if cache is not None:
