@@ -589,7 +589,8 @@ class Build:
         from atlas.site import render_site
 
         t0 = time.perf_counter()
-        # Feature-page HTML is cached beside the activations, unless the config keeps nothing on disk.
+        # Feature-page pieces and the replaced site are kept beside the activations, unless the config keeps
+        # nothing on disk.
         cache = self.cache_dir if self.cfg.atlas.cache_max_gb > 0 else None
         stats = render_site(self.store_path, self.site_dir, short_window=self.cfg.site.short_window, key=key,
                             cache_dir=cache)

@@ -394,13 +394,29 @@ def test_html_cache_gives_the_same_pages_and_keeps_only_what_was_used(store, tmp
         return {k: v for k, v in _digest(tmp_path / site).items() if k != MARKER}  # the marker names the key
 
     assert pages("cold") == pages("plain") and pages("warm") == pages("uncached") != pages("plain")
-    size = files[0].stat().st_size
-    with open(files[0], "r+b") as f:  # a damaged file is built again
-        f.truncate(size // 2)
+    damaged = [next(f for f in files if f.name.endswith(kind)) for kind in (".html-cache", ".pages-cache")]
+    sizes = [f.stat().st_size for f in damaged]
+    for f, size in zip(damaged, sizes):  # a damaged file is built again
+        with open(f, "r+b") as fh:
+            fh.truncate(size // 2)
     render_site(store, tmp_path / "repaired", templates_dir=edited, key="k", cache_dir=cache)
-    assert pages("repaired") == pages("uncached") and files[0].stat().st_size == size
+    assert pages("repaired") == pages("uncached") and [f.stat().st_size for f in damaged] == sizes
     render_site(store, tmp_path / "wider", short_window=7, key="k", cache_dir=cache)
     assert not set(files) & set((cache / "site-html").iterdir())  # the old window's HTML is gone
+
+
+def test_a_changed_stylesheet_is_linked_from_pages_whose_contexts_were_cached(store, tmp_path):
+    cache = tmp_path / "cache"
+    render_site(store, tmp_path / "cold", key="k", cache_dir=cache)
+    styled = _edited_templates(tmp_path)
+    with open(styled / "static" / "atlas.css", "a", encoding="utf-8") as f:
+        f.write("\n.exv { color: red; }\n")
+    render_site(store, tmp_path / "warm", templates_dir=styled, key="k", cache_dir=cache)
+    render_site(store, tmp_path / "uncached", templates_dir=styled)
+    warm = {k: v for k, v in _digest(tmp_path / "warm").items() if k != MARKER}
+    assert warm == {k: v for k, v in _digest(tmp_path / "uncached").items() if k != MARKER}
+    [css] = (tmp_path / "warm" / "static").glob("atlas-*.css")
+    assert css.name in (tmp_path / "warm" / "features" / "0" / "7.html").read_text()
 
 
 def test_a_rebuild_with_nothing_changed_keeps_the_site_and_a_template_change_renders_it(workspace, tmp_path,

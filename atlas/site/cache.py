@@ -1,13 +1,17 @@
-"""What feature pages show from earlier renders of the same store: the example scripts and the histograms.
+"""What feature pages take from earlier renders of the same store: their example scripts and histograms, and
+their whole page contexts.
 
-They are most of a feature's bytes and of its rendering time, and they depend on the store's data and a few
-settings but not on the templates. So a render after a template change (or any render of an unchanged
-store) reads them back instead of building them again.
+Most of a feature page's rendering time goes into pieces that depend on the store's data and a few settings
+but not on the templates. So a render after a template change (or any render of an unchanged store) reads
+them back instead of building them again, and runs only the templates.
 
-There is one file per block of features. Its name is a hash of the caller's key for the store's content,
-the block's bounds, the short window and the rendering code, so a changed store, setting or code simply
-misses. A file holds a JSON header line (where each piece lies) and then the pieces as UTF-8, which go into
-the pages without being decoded. After a render, files it did not use are deleted.
+There are two files per block of features. One holds the example scripts and the histograms: a JSON header
+line (where each piece lies), then the pieces as UTF-8, which go into the site without being decoded. Its
+name is a hash of the caller's key for the store's content, the block's bounds, the short window and the
+rendering code, so a changed store, setting or code simply misses. The other holds the block's page
+contexts (pickled: this folder is the user's own, like the activations beside it); its name also covers the
+store's facts and the content-hashed paths of the assets the pages link to, so a changed stylesheet or script
+misses it while a changed template does not. After a render, files it did not use are deleted.
 """
 
 from __future__ import annotations
@@ -16,27 +20,74 @@ import hashlib
 import json
 import mmap
 import os
+import pickle
 from pathlib import Path
 
 import numpy as np
 from markupsafe import Markup
 
 from atlas.site.contexts import FeatureHtml
-from atlas.site.marker import site_code_digest
+from atlas.site.marker import pages_key, site_code_digest
 from atlas.site.tokens import ExampleScripts
 
 _SUFFIX = ".html-cache"
+_PAGES_SUFFIX = ".pages-cache"
+_SUFFIXES = (_SUFFIX, _PAGES_SUFFIX)
 
 
-class ExampleCache:
-    """Blocks of feature-page pieces in `folder`, for the store whose content `key` stands for."""
+class FeatureCache:
+    """Blocks of feature-page pieces in `folder`, for the store whose content `key` stands for; with
+    `pages_key` (see marker.pages_key), the blocks' page contexts too."""
 
-    def __init__(self, folder: Path, key: str, short_window: int):
+    def __init__(self, folder: Path, key: str, short_window: int, pages_key: str | None = None):
         self.folder = Path(folder)
+        self.key, self.short_window = key, int(short_window)
         self._base = hashlib.sha256(f"{key}\0{int(short_window)}\0{site_code_digest()}".encode()).hexdigest()
+        self._pages_base = pages_key
+
+    def with_pages(self, facts: dict, assets: dict[str, str]) -> "FeatureCache":
+        """This cache, keeping page contexts too, for a site with these store facts and asset paths."""
+        return FeatureCache(self.folder, self.key, self.short_window,
+                            pages_key(self.key, facts, assets, self.short_window))
 
     def name(self, lo: int, hi: int) -> str:
         return hashlib.sha256(f"{self._base}\0{lo}\0{hi}".encode()).hexdigest() + _SUFFIX
+
+    def pages_name(self, lo: int, hi: int) -> str | None:
+        if self._pages_base is None:
+            return None
+        return hashlib.sha256(f"{self._pages_base}\0{lo}\0{hi}".encode()).hexdigest() + _PAGES_SUFFIX
+
+    def load_pages(self, lo: int, hi: int) -> list | None:
+        """The page contexts saved for features lo..hi, or None."""
+        name = self.pages_name(lo, hi)
+        if name is None:
+            return None
+        try:
+            data = (self.folder / name).read_bytes()
+            size = int.from_bytes(data[:8], "little")
+            if len(data) != 8 + size:  # cut short: build them again
+                return None
+            pages = pickle.loads(data[8:])
+        except (OSError, pickle.UnpicklingError, EOFError, ValueError, AttributeError, ImportError):
+            return None
+        return pages if isinstance(pages, list) and len(pages) == hi - lo else None
+
+    def save_pages(self, lo: int, hi: int, pages: list) -> None:
+        name = self.pages_name(lo, hi)
+        if name is not None:
+            body = pickle.dumps(pages, protocol=pickle.HIGHEST_PROTOCOL)
+            self._put(name, [len(body).to_bytes(8, "little"), body])
+
+    def _put(self, name: str, parts: list[bytes]) -> None:
+        """Write a cache file whole, under a temporary name first, so a reader never sees half of it."""
+        self.folder.mkdir(parents=True, exist_ok=True)
+        path = self.folder / name
+        tmp = path.with_name(f"{path.name}.tmp-{os.getpid()}")
+        with open(tmp, "wb") as f:
+            for part in parts:
+                f.write(part)
+        os.replace(tmp, path)
 
     def load(self, lo: int, hi: int) -> FeatureHtml | None:
         try:
@@ -65,14 +116,8 @@ class ExampleCache:
             at += len(b)
         head = {"run_keys": html.run_keys, "run_lengths": html.run_lengths,
                 "examples": [ex.starts.tolist(), ex.ends.tolist()], "histograms": spans, "size": at}
-        self.folder.mkdir(parents=True, exist_ok=True)
-        path = self.folder / self.name(lo, hi)
-        tmp = path.with_name(f"{path.name}.tmp-{os.getpid()}")
-        with open(tmp, "wb") as f:
-            f.write(json.dumps(head, separators=(",", ":")).encode() + b"\n")
-            f.write(ex.buffer)
-            f.write(b"".join(charts))
-        os.replace(tmp, path)
+        self._put(self.name(lo, hi), [json.dumps(head, separators=(",", ":")).encode() + b"\n", ex.buffer,
+                                      b"".join(charts)])
 
 
 def keep_only(folder: Path, names: set[str]) -> None:
@@ -82,5 +127,5 @@ def keep_only(folder: Path, names: set[str]) -> None:
     except OSError:
         return
     for path in entries:
-        if path.name.endswith(_SUFFIX) and path.name not in names or ".tmp-" in path.name:
+        if path.name.endswith(_SUFFIXES) and path.name not in names or ".tmp-" in path.name:
             path.unlink(missing_ok=True)

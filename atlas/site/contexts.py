@@ -276,7 +276,7 @@ def example_runs(ex: ExampleBlock) -> ExampleRuns:
 
 class FeatureHtml(NamedTuple):
     """What a block of features' pages show that comes from the store alone, not from the templates or the
-    rest of the site: what the example cache keeps (cache.py)."""
+    rest of the site: what the feature cache keeps beside the page contexts (cache.py)."""
 
     run_keys: list[tuple[int, str, int]]  # of the example runs, as in ExampleRuns
     run_lengths: list[int]

@@ -56,6 +56,15 @@ def render_key(key: str, facts: dict, templates: Path, short_window: int) -> str
     return hashlib.sha256(json.dumps(parts, sort_keys=True, default=str).encode()).hexdigest()
 
 
+def pages_key(key: str, facts: dict, assets: dict[str, str], short_window: int) -> str:
+    """What the feature pages' contexts depend on besides the templates: `key` (the store's content), the
+    store's facts, the content-hashed asset paths the pages link to, the rendering code and libraries, and
+    the short window. A template change keeps it; a changed stylesheet or script does not."""
+    shown = {k: v for k, v in facts.items() if k not in _VOLATILE_FACTS}
+    parts = [key, shown, assets, site_code_digest(), _library_versions(), int(short_window)]
+    return hashlib.sha256(json.dumps(parts, sort_keys=True, default=str).encode()).hexdigest()
+
+
 def _listing(root: Path) -> list[tuple[str, int]]:
     """(path, size) of every file of the site, sorted; sites nested inside it (their own marker) left out."""
     out: list[tuple[str, int]] = []

@@ -16,7 +16,7 @@ from pathlib import Path
 
 from atlas.errors import AtlasError
 from atlas.site import data as site_data
-from atlas.site.cache import ExampleCache, keep_only
+from atlas.site.cache import FeatureCache, keep_only
 from atlas.site.charts import scale_css
 from atlas.site.contexts import (
     FeatureData,
@@ -92,7 +92,7 @@ class FeatureRenderer:
     """Renders feature pages for a range of features; one per process, with its own store handle."""
 
     def __init__(self, model: SiteModel, urls: SiteUrls, folder: Path, short_window: int, store_path: Path,
-                 cache: ExampleCache | None = None, schema: str = MAIN):
+                 cache: FeatureCache | None = None, schema: str = MAIN):
         self.model, self.urls, self.short_window, self.store_path = model, urls, short_window, store_path
         self.schema = schema
         self.template = make_env(folder).get_template(PAGE_TEMPLATES["feature"])
@@ -100,10 +100,15 @@ class FeatureRenderer:
         self.cache_names: set[str] = set()  # the cache files this renderer used
         self._store = None
 
+    def _open(self):
+        if self._store is None:
+            self._store = reads.open_for_reading(self.store_path, self.schema)
+        return self._store
+
     def _html(self, lo: int, hi: int) -> FeatureHtml:
         html = self.cache.load(lo, hi) if self.cache is not None else None
         if html is None:
-            s = self._store
+            s = self._open()
             html = feature_html(self.model, reads.examples(s, lo, hi), reads.histograms(s, lo, hi), lo, hi,
                                 self.short_window)
             if self.cache is not None:
@@ -113,17 +118,32 @@ class FeatureRenderer:
         return html
 
     def read_range(self, lo: int, hi: int) -> FeatureData:
-        if self._store is None:
-            self._store = reads.open_for_reading(self.store_path, self.schema)
-        s = self._store
-        return FeatureData(html=self._html(lo, hi), intervals=reads.intervals(s, lo, hi),
+        html = self._html(lo, hi)
+        s = self._open()
+        return FeatureData(html=html, intervals=reads.intervals(s, lo, hi),
                            neighbours=reads.neighbours(s, lo, hi), logits=reads.logits(s, lo, hi))
 
+    def _pages(self, lo: int, hi: int) -> tuple[list, FeatureHtml]:
+        """The page contexts of features lo..hi and their example scripts, from the cache where it has them."""
+        cache = self.cache
+        pages = cache.load_pages(lo, hi) if cache is not None else None
+        if pages is not None:
+            html = self._html(lo, hi)
+        else:
+            data = self.read_range(lo, hi)
+            html = data.html
+            pages = [build_feature_page(self.model, self.urls, n, data, self.short_window, FEATURE_SCRIPTS)
+                     for n in range(lo, hi)]
+            if cache is not None:
+                cache.save_pages(lo, hi, pages)
+        if cache is not None and (name := cache.pages_name(lo, hi)) is not None:
+            self.cache_names.add(name)
+        return pages, html
+
     def render_range(self, lo: int, hi: int, writer: SiteWriter) -> None:
-        data = self.read_range(lo, hi)
-        scripts = data.html.examples
-        for n in range(lo, hi):
-            ctx = build_feature_page(self.model, self.urls, n, data, self.short_window, FEATURE_SCRIPTS)
+        pages, html = self._pages(lo, hi)
+        scripts = html.examples
+        for n, ctx in zip(range(lo, hi), pages):
             writer.write(self.urls.feature(n), self.template.render(template_vars(ctx)))
             if ctx.examples_src:
                 writer.write(self.urls.feature_examples(n), scripts.script(n - lo))
@@ -170,7 +190,7 @@ def _chunks(n_features: int) -> list[tuple[int, int]]:
 
 
 def _render_features_here(writer: SiteWriter, model: SiteModel, urls: SiteUrls, folder: Path,
-                          short_window: int, store_path: Path, cache: ExampleCache | None, schema: str) -> set[str]:
+                          short_window: int, store_path: Path, cache: FeatureCache | None, schema: str) -> set[str]:
     renderer = FeatureRenderer(model, urls, folder, short_window, store_path, cache, schema)
     try:
         for lo, hi in _chunks(model.n_features):
@@ -297,7 +317,7 @@ def _render_pages(writer: SiteWriter, env, model: SiteModel, urls: SiteUrls) -> 
 
 
 def _render_into(tmp: Path, previous: Path | None, store_path: Path, folder: Path, short_window: int,
-                 workers: int | None, key: str | None, cache: ExampleCache | None, schema: str = MAIN,
+                 workers: int | None, key: str | None, cache: FeatureCache | None, schema: str = MAIN,
                  recycled: bool = False, nested: frozenset[str] = frozenset()) -> dict:
     """Write the whole site into `tmp`, the marker last; returns the stats of the files before it and
     the names of the cache files it used. A `recycled` tmp holds an older site: what this render does not
@@ -309,6 +329,8 @@ def _render_into(tmp: Path, previous: Path | None, store_path: Path, folder: Pat
     writer = SiteWriter(tmp, previous, recycled)
     urls = SiteUrls()
     _write_assets(writer, urls, model, folder)
+    if cache is not None:  # the pages' contexts link to the assets by their content-hashed paths
+        cache = cache.with_pages(model.info, urls.assets())
     env = make_env(folder)
     n_workers = _n_workers(workers, model.n_features)
     chunks = _chunks(model.n_features)
@@ -343,8 +365,8 @@ def render_site(store_path: Path, out_dir: Path, templates_dir: Path | None = No
     them. `key` stands for the store's content (the pipeline passes a hash of its stages' results); with
     it, a site already rendered from the same key, store facts, templates and rendering code, and still as
     it was written, is left alone (`reused` is then True), and with `cache_dir` too, each feature's example
-    script and histogram are kept there (about as large as the example scripts) for the next render of the
-    same key, whatever its templates (see cache.py).
+    script, histogram and page context are kept there (about the size of the site's example scripts and
+    pages together) for the next render of the same key, which then runs only the templates (see cache.py).
 
     With `cache_dir`, the site a render replaces is kept there too (`site-spare/`, where it is on the same
     filesystem) and the next render writes over it: overwriting a file in place costs far less than
@@ -398,12 +420,12 @@ def _versions(store) -> list:
     return [] if versions is None else [v for v in versions.entries if v.site_path]
 
 
-def _cache(cache_dir: Path | None, key: str | None, short_window: int) -> ExampleCache | None:
+def _cache(cache_dir: Path | None, key: str | None, short_window: int) -> FeatureCache | None:
     """What the feature pages take from the store, kept for `key`; none without a key, which is what vouches
     for the store."""
     if cache_dir is None or key is None:
         return None
-    return ExampleCache(Path(cache_dir) / "site-html", key, short_window)
+    return FeatureCache(Path(cache_dir) / "site-html", key, short_window)
 
 
 def _sub_key(key: str | None, version) -> str | None:

@@ -55,6 +55,10 @@ class SiteUrls:
         self._assets[name] = path
         return path
 
+    def assets(self) -> dict[str, str]:
+        """Every registered asset's name and content-hashed path."""
+        return dict(self._assets)
+
     def asset(self, name: str) -> str:
         try:
             return self._assets[name]
