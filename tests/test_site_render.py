@@ -351,6 +351,18 @@ def test_the_spare_site_is_never_written_through(store, tmp_path):
     assert _digest(out) == _digest(tmp_path / "fresh")
 
 
+def test_one_spare_is_kept_per_cache_folder(store, tmp_path):
+    from atlas.site.render import _spare_path
+
+    cache, edited = tmp_path / "cache", _edited_templates(tmp_path)
+    for out in (tmp_path / "first", tmp_path / "second"):  # the output folder moved
+        render_site(store, out, key="a", cache_dir=cache)
+        render_site(store, out, key="a", templates_dir=edited, cache_dir=cache)
+        assert _spare_path(cache, out.resolve()) in _spares(cache)
+    finish_cleanup()
+    assert _spares(cache) == [_spare_path(cache, (tmp_path / "second").resolve())]
+
+
 def test_a_failed_render_keeps_the_spare_and_the_site(store, tmp_path):
     cache, out = tmp_path / "cache", tmp_path / "site"
     render_site(store, out, key="a", cache_dir=cache)

@@ -263,14 +263,19 @@ def _take_spare(spare: Path | None, tmp: Path) -> bool:
 
 
 def _retire(old: Path, spare: Path | None) -> None:
-    """Keep a replaced site as the next render's spare, or delete it where it cannot be kept."""
+    """Keep a replaced site as the next render's spare, or delete it where it cannot be kept. Spares of
+    other output folders (an `out_dir` that has since changed) are deleted: one spare is enough."""
     if spare is not None:
         try:
             spare.parent.mkdir(parents=True, exist_ok=True)
             os.rename(old, spare)
-            return
         except OSError:  # another filesystem, or another render's spare already there
             pass
+        else:
+            for other in spare.parent.iterdir():
+                if other.name != spare.name:
+                    _discard(other)
+            return
     _discard(old)
 
 
