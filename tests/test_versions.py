@@ -90,10 +90,16 @@ def test_shared_layout_puts_matched_features_together(atlas):
 
 
 def test_a_rebuild_reuses_every_version_stage(atlas):
-    root, _, _ = atlas
-    st = _statuses(_build(root / "atlas.toml"))
-    for stage in ("harvest@second-run", "analysis@second-run", "compare@second-run", "shared-layout"):
+    root, _, first = atlas
+    again = _build(root / "atlas.toml")
+    st = _statuses(again)
+    for stage in ("harvest@second-run", "analysis@second-run", "compare@second-run", "shared-layout", "site"):
         assert st[stage] == "reused", stage
+
+    def pages(report) -> str:  # "1,234 pages, 5.6 MiB": both versions' pages, rendered or reused
+        return next(s.note for s in report.stages if s.name == "site").split(" pages")[0]
+
+    assert pages(again) == pages(first)
 
 
 def test_removing_a_version_drops_its_schema(atlas, tmp_path):

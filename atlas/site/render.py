@@ -383,8 +383,7 @@ def render_site(store_path: Path, out_dir: Path, templates_dir: Path | None = No
     with reads.open_for_reading(store_path) as store:
         full_key = None if key is None else render_key(key, reads.info(store), folder, short_window)
         versions = _versions(store)
-    if full_key is not None and (kept := reusable(out_dir, full_key)) is not None \
-            and all(reusable(out_dir / v.site_path, _sub_key(full_key, v)) for v in versions):
+    if full_key is not None and (kept := _reusable_with_versions(out_dir, full_key, versions)) is not None:
         return {**kept, "kept": kept.get("n_files", 0), "workers": 0, "reused": True,
                 "seconds": round(time.perf_counter() - t0, 3)}
     _check_replaceable(out_dir)
@@ -417,6 +416,19 @@ def render_site(store_path: Path, out_dir: Path, templates_dir: Path | None = No
     if cache is not None:
         keep_only(cache.folder, cache_names)
     return {**stats, "reused": False, "seconds": round(time.perf_counter() - t0, 3)}
+
+
+def _reusable_with_versions(out_dir: Path, full_key: str, versions: list) -> dict | None:
+    """The stats of the site in `out_dir` and its versions' sites, summed, when all of them can stay."""
+    kept = reusable(out_dir, full_key)
+    for v in versions:
+        if kept is None:
+            return None
+        sub = reusable(out_dir / v.site_path, _sub_key(full_key, v))
+        if sub is None:
+            return None
+        kept = {**kept, **{k: kept.get(k, 0) + sub.get(k, 0) for k in ("n_pages", "n_files", "bytes")}}
+    return kept
 
 
 def _versions(store) -> list:
