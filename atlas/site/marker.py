@@ -47,22 +47,24 @@ def _library_versions() -> dict[str, str]:
 _VOLATILE_FACTS = ("built_at", "stage_times")
 
 
+def _hash(key: str, facts: dict, *rest) -> str:
+    """A digest of `key`, the store's facts that pages show, the rendering code and libraries, and `rest`."""
+    shown = {k: v for k, v in facts.items() if k not in _VOLATILE_FACTS}
+    parts = [key, shown, site_code_digest(), _library_versions(), *rest]
+    return hashlib.sha256(json.dumps(parts, sort_keys=True, default=str).encode()).hexdigest()
+
+
 def render_key(key: str, facts: dict, templates: Path, short_window: int) -> str:
     """`key` (the store's content) combined with everything else that decides the pages' bytes: the store's
     facts shown on the pages, the templates, the rendering code and libraries, the short window."""
-    shown = {k: v for k, v in facts.items() if k not in _VOLATILE_FACTS}
-    parts = [key, shown, _tree_digest(Path(templates), "*"), site_code_digest(),
-             _library_versions(), int(short_window)]
-    return hashlib.sha256(json.dumps(parts, sort_keys=True, default=str).encode()).hexdigest()
+    return _hash(key, facts, _tree_digest(Path(templates), "*"), int(short_window))
 
 
 def pages_key(key: str, facts: dict, assets: dict[str, str], short_window: int) -> str:
     """What the feature pages' contexts depend on besides the templates: `key` (the store's content), the
     store's facts, the content-hashed asset paths the pages link to, the rendering code and libraries, and
     the short window. A template change keeps it; a changed stylesheet or script does not."""
-    shown = {k: v for k, v in facts.items() if k not in _VOLATILE_FACTS}
-    parts = [key, shown, assets, site_code_digest(), _library_versions(), int(short_window)]
-    return hashlib.sha256(json.dumps(parts, sort_keys=True, default=str).encode()).hexdigest()
+    return _hash(key, facts, assets, int(short_window))
 
 
 def _listing(root: Path) -> list[tuple[str, int]]:

@@ -157,12 +157,11 @@ class SiteWriter:
             os.utime(path, ns=(st.st_atime_ns, st.st_mtime_ns))
         return True
 
-    def prune(self, keep_folders: frozenset[str] = frozenset()) -> int:
+    def prune(self, keep_folders: frozenset[str] = frozenset()) -> None:
         """Delete what a recycled root holds besides the files written (and folders left empty), leaving the
-        folders in `keep_folders` (relative paths: sites nested in this one) alone; returns files deleted."""
+        folders in `keep_folders` (relative paths: sites nested in this one) alone."""
         if not self.recycled:
-            return 0
-        deleted = 0
+            return
         for folder, dirs, files in os.walk(self._root_text, topdown=False):
             rel = os.path.relpath(folder, self._root_text)
             rel = "" if rel == "." else rel.replace(os.sep, "/")
@@ -172,7 +171,6 @@ class SiteWriter:
                 norm = f"{rel}/{name}" if rel else name
                 if norm not in self._written:
                     os.unlink(os.path.join(folder, name))
-                    deleted += 1
             for name in dirs:
                 p = os.path.join(folder, name)
                 sub = f"{rel}/{name}" if rel else name
@@ -180,7 +178,6 @@ class SiteWriter:
                     os.unlink(p)
                 elif sub not in keep_folders and not os.listdir(p):
                     os.rmdir(p)
-        return deleted
 
     def merge(self, other: WriteCounts) -> None:
         """Take in what another writer on the same root wrote."""
