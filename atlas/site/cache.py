@@ -89,7 +89,9 @@ class FeatureCache:
                 f.write(part)
         os.replace(tmp, path)
 
-    def load(self, lo: int, hi: int) -> FeatureHtml | None:
+    def load(self, lo: int, hi: int, histograms: bool = True) -> FeatureHtml | None:
+        """The block's example scripts and (unless `histograms` is False: the page contexts hold them too) its
+        histograms, or None."""
         try:
             with open(self.folder / self.name(lo, hi), "rb") as f:
                 # Mapped, not read: no example script is copied until it is written into the site.
@@ -102,9 +104,10 @@ class FeatureCache:
         if len(data) != body + head.get("size", -1):  # cut short: build it again
             return None
         bounds = np.asarray(head["examples"], dtype=np.int64).reshape(2, -1) + body
-        histograms = {int(f): Markup(data[body + a:body + b].decode()) for f, a, b in head["histograms"]}
+        charts = {int(f): Markup(data[body + a:body + b].decode()) for f, a, b in head["histograms"]} \
+            if histograms else {}
         return FeatureHtml([tuple(k) for k in head["run_keys"]], head["run_lengths"],
-                           ExampleScripts(data, bounds[0], bounds[1]), histograms)
+                           ExampleScripts(data, bounds[0], bounds[1]), charts)
 
     def save(self, lo: int, hi: int, html: FeatureHtml) -> None:
         ex = html.examples

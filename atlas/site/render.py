@@ -44,6 +44,7 @@ INDEX_SCRIPTS = ("static/plotly.min.js", "data/map.js", "static/map.js", "static
 FEATURE_SCRIPTS = ("data/tokens.js", "static/feature.js")
 CHUNK = 400  # features per unit of work: big enough to amortise the range queries
 PARALLEL_FROM = 3000  # below this a process pool costs more than it saves
+_SUMMED = ("n_pages", "n_files", "bytes")  # a site's stats that add up over its versions' sites
 
 
 class SiteRenderError(AtlasError):
@@ -105,8 +106,8 @@ class FeatureRenderer:
             self._store = reads.open_for_reading(self.store_path, self.schema)
         return self._store
 
-    def _html(self, lo: int, hi: int) -> FeatureHtml:
-        html = self.cache.load(lo, hi) if self.cache is not None else None
+    def _html(self, lo: int, hi: int, histograms: bool = True) -> FeatureHtml:
+        html = self.cache.load(lo, hi, histograms) if self.cache is not None else None
         if html is None:
             s = self._open()
             html = feature_html(self.model, reads.examples(s, lo, hi), reads.histograms(s, lo, hi), lo, hi,
@@ -128,7 +129,7 @@ class FeatureRenderer:
         cache = self.cache
         pages = cache.load_pages(lo, hi) if cache is not None else None
         if pages is not None:
-            html = self._html(lo, hi)
+            html = self._html(lo, hi, histograms=False)  # the contexts hold them
         else:
             data = self.read_range(lo, hi)
             html = data.html
@@ -258,7 +259,6 @@ def _take_spare(spare: Path | None, tmp: Path) -> bool:
         os.rename(spare, tmp)
     except OSError:
         return False
-    (tmp / MARKER).unlink(missing_ok=True)  # not a finished site until this render's marker is written
     return True
 
 
@@ -402,7 +402,7 @@ def render_site(store_path: Path, out_dir: Path, templates_dir: Path | None = No
             sub = _render_into(tmp / v.site_path, before, store_path, folder, short_window, workers,
                                _sub_key(full_key, v), _cache(cache_dir, _sub_key(key, v), short_window), v.schema,
                                recycled=recycled)
-            for k in ("n_pages", "n_files", "bytes", "kept"):
+            for k in (*_SUMMED, "kept"):
                 stats[k] += sub[k]
             stats["cache_names"] |= sub["cache_names"]
         _swap_into_place(tmp, out_dir, spare)
@@ -427,7 +427,7 @@ def _reusable_with_versions(out_dir: Path, full_key: str, versions: list) -> dic
         sub = reusable(out_dir / v.site_path, _sub_key(full_key, v))
         if sub is None:
             return None
-        kept = {**kept, **{k: kept.get(k, 0) + sub.get(k, 0) for k in ("n_pages", "n_files", "bytes")}}
+        kept = {**kept, **{k: kept.get(k, 0) + sub.get(k, 0) for k in _SUMMED}}
     return kept
 
 
