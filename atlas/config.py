@@ -13,6 +13,11 @@ from typing import Any, get_args, get_origin, get_type_hints
 
 from atlas.errors import ConfigError
 
+# Reconstruction worse than this (fraction of variance unexplained) is flagged by the build and on the site.
+FVU_WARNING = 0.5
+# Regions, clusters and groups: the cluster counts of the hierarchy's levels, coarsest first.
+DEFAULT_CLUSTER_LEVELS = (12, 48, 160)
+
 
 @dataclass
 class AtlasSection:
@@ -104,7 +109,7 @@ class AnalysisSection:
     # What clusters and the map are built on. "blend" measured best on the demo (decoder 0.44, coact 0.72,
     # context 0.62, blend 0.79 of the best lift on every signal); "auto" measures all four and takes the best.
     cluster_basis: str = "blend"  # auto | decoder | coact | context | blend
-    cluster_levels: list[int] = field(default_factory=lambda: [12, 48, 160])
+    cluster_levels: list[int] = field(default_factory=lambda: list(DEFAULT_CLUSTER_LEVELS))
     umap_neighbors: int = 15
     umap_min_dist: float = 0.1
     umap_sample_above: int = 50_000
