@@ -33,7 +33,8 @@ def _build(args) -> int:
 
 
 def _search(args) -> int:
-    from atlas.tools import open_atlas, search
+    from atlas.commands import open_atlas
+    from atlas.commands.search import search
 
     with open_atlas(args.atlas) as store:
         hits = search(store, args.query, limit=args.limit)
@@ -46,7 +47,8 @@ def _search(args) -> int:
 
 
 def _inspect(args) -> int:
-    from atlas.tools import inspect_text, open_atlas
+    from atlas.commands import open_atlas
+    from atlas.commands.inspect import inspect_text
 
     with open_atlas(args.atlas) as store:
         rows = inspect_text(store, args.text, top=args.top)
@@ -61,20 +63,15 @@ def _inspect(args) -> int:
 
 
 def _serve(args) -> int:
-    from atlas.tools import open_atlas, serve
+    from atlas.commands.serve import serve, site_folder
 
-    target = Path(args.atlas)
-    if (target / "index.html").is_file():
-        site = target
-    else:
-        with open_atlas(target) as store:
-            site = Path(store.info().get("site_dir_abs", "site"))
-    serve(site, args.port)
+    serve(site_folder(args.atlas), args.port)
     return 0
 
 
 def _export(args) -> int:
-    from atlas.tools import export_neuronpedia, export_parquet, open_atlas
+    from atlas.commands import open_atlas
+    from atlas.commands.export import export_neuronpedia, export_parquet
 
     if not (args.parquet or args.neuronpedia):
         print("error: give --parquet DIR and/or --neuronpedia DIR", file=sys.stderr)

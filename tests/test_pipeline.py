@@ -167,11 +167,12 @@ def test_failed_build_leaves_no_site_behind(bad):
     assert not (bad / "site" / "index.html").exists()
 
 
-# ---- tools over a built atlas -------------------------------------------------------------------
+# ---- commands over a built atlas -------------------------------------------------------------------
 
 
 def test_search_finds_a_feature_by_its_label(built):
-    from atlas.tools import open_atlas, search
+    from atlas.commands import open_atlas
+    from atlas.commands.search import search
 
     root, _ = built
     with open_atlas(root / "atlas.duckdb") as store:
@@ -187,7 +188,8 @@ def test_exports_round_trip_through_our_importer(built, tmp_path):
     import pandas as pd
 
     from atlas.analysis.explanations import import_neuronpedia
-    from atlas.tools import export_neuronpedia, export_parquet, open_atlas
+    from atlas.commands import open_atlas
+    from atlas.commands.export import export_neuronpedia, export_parquet
 
     root, _ = built
     with open_atlas(root / "atlas.duckdb") as store:
@@ -201,7 +203,8 @@ def test_exports_round_trip_through_our_importer(built, tmp_path):
 
 
 def test_inspect_lists_features_that_fire_on_text(built):
-    from atlas.tools import inspect_text, open_atlas
+    from atlas.commands import open_atlas
+    from atlas.commands.inspect import inspect_text
 
     root, _ = built
     with open_atlas(root / "atlas.duckdb") as store:
