@@ -12,6 +12,7 @@ from pathlib import Path
 from typing import Any, get_args, get_origin, get_type_hints
 
 from atlas.errors import ConfigError
+from atlas.saes.names import FORMAT_CHOICES
 
 # Reconstruction worse than this (fraction of variance unexplained) is flagged by the build and on the site.
 FVU_WARNING = 0.5
@@ -158,14 +159,8 @@ class CompareSection:
 
 
 CHOICES: dict[tuple[str, str], tuple[str, ...]] = {
-    ("versions", "format"): (
-        "auto", "saelens", "gemmascope", "sparsify", "openai", "dictionary_learning",
-        "llamascope", "goodfire",
-    ),
-    ("sae", "format"): (
-        "auto", "saelens", "gemmascope", "sparsify", "openai", "dictionary_learning",
-        "llamascope", "goodfire",
-    ),
+    ("versions", "format"): FORMAT_CHOICES,
+    ("sae", "format"): FORMAT_CHOICES,
     ("model", "prepend_bos"): ("auto", "yes", "no"),
     ("analysis", "cluster_basis"): ("auto", "decoder", "coact", "context", "blend"),
 }

@@ -330,3 +330,30 @@ def test_an_ambiguous_hook_is_picked_by_measured_fvu(workspace, tmp_path):
     assert info["hook"] == "blocks.1.hook_resid_pre"
     fvus = {c["hook"]: c["fvu"] for c in info["hook_candidates"]}
     assert fvus["blocks.1.hook_resid_pre"] < fvus["layers.1"]
+
+
+# Attention-output (hook_z) and end-to-end SAEs, named by `[sae] format` rather than detected: the tiny GPT-2 has
+# 4 heads of width 4, so block 1's hook_z is as wide as its residual stream.
+EXPLICIT_FORMATS = {
+    "kissane": (lambda p, d: (W.write_kissane(p, n_heads=4, d_head=d // 4, layer=1), p)[1], "blocks.1.attn.hook_z"),
+    "apollo": (lambda p, d: (W.write_apollo(p, d=d, hook="blocks.1.hook_resid_pre"), p)[1], "blocks.1.hook_resid_pre"),
+}
+
+
+@pytest.mark.parametrize("fmt", sorted(EXPLICIT_FORMATS))
+def test_an_atlas_builds_from_a_format_named_in_the_config(fmt, workspace, tmp_path):
+    for name in ("model", "corpus.jsonl"):
+        (tmp_path / name).symlink_to(workspace / name)
+    d = load_model(workspace / "model", "blocks.1.hook_resid_post").d_hook
+    write, hook = EXPLICIT_FORMATS[fmt]
+    sae_path = write(tmp_path / "sae-files", d)
+    report = _build(tmp_path, sae__path=str(sae_path), sae__format=fmt, corpus__max_tokens=800,
+                    analysis__cluster_levels=[2, 4])
+    assert (tmp_path / "site" / "index.html").is_file()
+    with Store(tmp_path / "atlas.duckdb", read_only=True) as s:
+        info = s.info()
+        alive = s.query("SELECT count(*) AS n FROM features WHERE alive")["n"][0]
+        assert info["sae_format"] == fmt and info["hook"] == hook
+        assert s.count("features") == info["d_sae"] == 48 and np.isfinite(info["fvu"])
+        assert alive > 0 and s.count("examples") > 0
+    assert {st.name for st in report.stages} >= {"harvest", "analysis", "site"}

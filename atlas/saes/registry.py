@@ -7,22 +7,9 @@ from pathlib import Path
 
 from atlas.errors import SaeFormatError
 from atlas.saes.files import load_pt
+from atlas.saes.names import AUTO, FORMATS
 from atlas.saes.record import SaeWeights
 from atlas.saes.validate import validate
-
-# format name → module in atlas.saes with `load(path) -> list[SaeWeights]`
-_MODULES = {
-    "saelens": "saelens",
-    "gemmascope": "gemmascope",
-    "sparsify": "sparsify",
-    "openai": "openai",
-    "dictionary_learning": "dictionary_learning",
-    "llamascope": "llamascope",
-    "goodfire": "goodfire",
-    "kissane": "kissane",
-    "apollo": "apollo",
-}
-FORMATS: tuple[str, ...] = tuple(_MODULES)
 
 _PT_SUFFIXES = (".pt", ".pth")
 
@@ -94,23 +81,23 @@ def _unknown(asked: Path, folder: Path, keys: list[str] | None = None) -> SaeFor
     )
 
 
-def load_sae_candidates(path: str | Path, format: str = "auto") -> list[SaeWeights]:
+def load_sae_candidates(path: str | Path, format: str = AUTO) -> list[SaeWeights]:
     """Every plausible reading of the SAE at `path`: usually one; several where the format is ambiguous
     (each with its own `convention`), to be told apart by reconstruction error on real activations."""
     path = Path(path)
     if not path.exists():
         raise SaeFormatError(f"The SAE path {path} does not exist; set `[sae] path` to an SAE folder or file.")
-    name = detect_format(path) if format == "auto" else format
-    if name not in _MODULES:
+    name = detect_format(path) if format == AUTO else format
+    if name not in FORMATS:
         raise SaeFormatError(
-            f'Unknown SAE format {format!r} for {path}; `[sae] format = "..."` takes "auto" or one of: '
+            f'Unknown SAE format {format!r} for {path}; `[sae] format = "..."` takes "{AUTO}" or one of: '
             f"{', '.join(FORMATS)}."
         )
-    module = importlib.import_module(f"atlas.saes.{_MODULES[name]}")
+    module = importlib.import_module(f"atlas.saes.{name}")
     candidates = module.load(path)
     return [validate(c) for c in candidates]
 
 
-def load_sae(path: str | Path, format: str = "auto") -> SaeWeights:
+def load_sae(path: str | Path, format: str = AUTO) -> SaeWeights:
     """The SAE at `path`; where the format is ambiguous, the reading its reference prefers (see `convention`)."""
     return load_sae_candidates(path, format)[0]
