@@ -197,7 +197,7 @@ def profile_render(store: Path, site: Path, templates: Path, chunks: int = 3) ->
     from atlas.site.contexts import FeatureData, build_feature_page, feature_html, template_vars
     from atlas.site.env import make_env
     from atlas.site.marker import _listing_digest
-    from atlas.site.model import load_model
+    from atlas.site.model import read_site_model
     from atlas.site.urls import SiteUrls
     from atlas.site.writer import SiteWriter
     from atlas.store import reads
@@ -206,7 +206,7 @@ def profile_render(store: Path, site: Path, templates: Path, chunks: int = 3) ->
     shutil.rmtree(scratch, ignore_errors=True)
     parent: dict[str, float] = {}
     with reads.open_for_reading(store) as s:
-        model, parent["load model"] = _cpu(load_model, s)
+        model, parent["read site model"] = _cpu(read_site_model, s)
     urls, writer = SiteUrls(), SiteWriter(scratch, site)
     _, parent["assets"] = _cpu(R._write_assets, writer, urls, model, templates)
     _, parent["index, about, cluster pages"] = _cpu(R._render_pages, writer, make_env(templates), model, urls)

@@ -15,7 +15,7 @@ from jinja2 import meta
 from atlas.site import contexts as ctxmod
 from atlas.site.charts import N_LEVELS, SCALE, levels_of
 from atlas.site.env import DEFAULT_TEMPLATES, PAGE_TEMPLATES, make_env
-from atlas.site.model import load_model
+from atlas.site.model import read_site_model
 from atlas.site.render import FeatureRenderer, _write_assets
 from atlas.site.safe import json_for_script
 from atlas.site.tokens import TokenHtml, example_scripts
@@ -51,7 +51,7 @@ def built(tmp_path_factory):
     root = tmp_path_factory.mktemp("ctx")
     store = make_synthetic_store(root / "a.duckdb", n_features=40, seed=3)
     with reads.open_for_reading(store) as s:
-        model = load_model(s)
+        model = read_site_model(s)
     urls = SiteUrls()
     _write_assets(SiteWriter(root / "out"), urls, model, DEFAULT_TEMPLATES)
     return store, model, urls

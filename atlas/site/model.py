@@ -144,7 +144,8 @@ def _none_if_nan(v: Any) -> Any:
     return v
 
 
-def load_model(store) -> SiteModel:
+def read_site_model(store) -> SiteModel:
+    """What every page may need about the whole atlas, read from the store once."""
     info = reads.info(store)
     feats = reads.features(store)
     n = int(feats["feature"].max()) + 1 if len(feats) else int(info.get("d_sae") or 0)

@@ -33,7 +33,7 @@ from atlas.site.contexts import (
 )
 from atlas.site.env import PAGE_TEMPLATES, make_env, templates_dir
 from atlas.site.marker import MARKER, marker_bytes, render_key, reusable
-from atlas.site.model import SiteModel, load_model
+from atlas.site.model import SiteModel, read_site_model
 from atlas.site.urls import SiteUrls
 from atlas.site.writer import SiteWriter, WriteCounts
 from atlas.site.versions import load_versions
@@ -330,7 +330,7 @@ def _render_into(tmp: Path, previous: Path | None, store_path: Path, folder: Pat
     with reads.open_for_reading(store_path, schema) as store:
         if _n_workers(workers, int(reads.info(store).get("d_sae") or 0)) > 1:
             _pool_context()  # the workers' imports now run beside the model's loading
-        model = load_model(store)
+        model = read_site_model(store)
     writer = SiteWriter(tmp, previous, recycled)
     urls = SiteUrls()
     _write_assets(writer, urls, model, folder)
