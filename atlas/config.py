@@ -248,6 +248,9 @@ def config_from_dict(raw: dict[str, Any], base_dir: Path = Path("."), source: st
     cfg = Config(base_dir=base_dir, source=source)
     for section, value in raw.items():
         if section not in SECTIONS:
+            if not isinstance(value, (dict, list)):
+                raise ConfigError(f"{source}: {section} = {value!r} is outside any section; put it under its "
+                                  f"[section] header (valid sections: {', '.join(SECTIONS)})")
             raise ConfigError(
                 f"{source}: unknown section [{section}]; valid sections: {', '.join(SECTIONS)}"
             )
@@ -324,11 +327,14 @@ def load_config(path: str | Path) -> Config:
     """Read and validate a TOML config file."""
     path = Path(path)
     if not path.is_file():
-        raise ConfigError(f"config file {path} does not exist; pass the path of a .toml file (see README)")
+        what = "is a folder" if path.is_dir() else "does not exist"
+        raise ConfigError(f"config file {path} {what}; pass the path of a .toml file (see README)")
     try:
         raw = tomllib.loads(path.read_text(encoding="utf-8"))
     except UnicodeDecodeError as exc:
         raise ConfigError(f"{path} is not UTF-8 text: {exc}") from exc
+    except OSError as exc:
+        raise ConfigError(f"cannot read the config file {path}: {exc.strerror or exc}") from exc
     except tomllib.TOMLDecodeError as exc:
         raise ConfigError(f"{path} is not valid TOML: {exc}") from exc
     return config_from_dict(raw, base_dir=path.resolve().parent, source=str(path))

@@ -11,7 +11,7 @@ import torch
 
 from atlas.cli import main as cli_main
 from atlas.config import load_config
-from atlas.errors import AtlasError, ConfigError, CorpusError, DimensionError, ModelError, SaeFormatError
+from atlas.errors import AtlasError, CorpusError, DimensionError, ModelError, SaeFormatError
 from atlas.models import load_model
 from atlas.pipeline import build
 from atlas.saes import load_sae
@@ -145,13 +145,6 @@ def test_non_utf8_corpus_names_the_file(bad):
     (bad / "latin.txt").write_bytes("caf\xe9 au lait\n".encode("latin-1"))
     with pytest.raises(CorpusError, match="latin.txt.*UTF-8"):
         _build(bad, corpus__files=["latin.txt"])
-
-
-def test_bad_config_value_lists_the_choices(bad):
-    with pytest.raises(ConfigError, match="choose one of"):
-        _build(bad, analysis__cluster_basis="nonsense")
-    with pytest.raises(ConfigError, match="valid keys"):
-        _build(bad, harvest__topk=3)
 
 
 def test_cli_reports_errors_with_a_nonzero_exit(bad, capsys):
