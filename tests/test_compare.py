@@ -11,7 +11,7 @@ import numpy as np
 import pytest
 import torch
 
-from atlas.compare_stage import read_previous
+from atlas.stages.compare import read_previous
 from atlas.config import load_config
 from atlas.errors import ConfigError
 from atlas.models import load_model

@@ -107,12 +107,12 @@ def test_an_empty_frame_empties_the_table(store):
     assert store.count("features") == 0
 
 
-def test_replace_where_touches_only_the_matching_rows(store):
+def test_replace_rows_touches_only_the_matching_rows(store):
     rows = pd.DataFrame({"feature": [0, 0, 1, 1], "kind": ["decoder", "coact"] * 2, "rank": 0,
                          "other": [5, 6, 7, 8], "score": [0.5, 0.4, 0.3, 0.2]})
     store.replace_table("neighbours", rows)
     new = pd.DataFrame({"feature": [0, 1, 2], "kind": "coact", "rank": 0, "other": [9, 9, 9], "score": 0.9})
-    store.replace_where("neighbours", "kind = 'coact'", new)
+    store.replace_rows("neighbours", new, kind="coact")
     got = store.table("neighbours", order_by="kind, feature")
     assert got[["kind", "feature", "other"]].values.tolist() == [
         ["coact", 0, 9], ["coact", 1, 9], ["coact", 2, 9], ["decoder", 0, 5], ["decoder", 1, 7]]
@@ -124,7 +124,7 @@ def test_a_failed_replace_leaves_the_table_as_it_was(store):
         store.replace_table("features", _features([4, 4]))
     assert store.table("features", order_by="feature")["feature"].tolist() == [0, 1, 2]
     with pytest.raises(duckdb.Error):  # a column the table does not have
-        store.replace_where("features", "feature = 0", pd.DataFrame({"feature": [0], "colour": ["red"]}))
+        store.replace_rows("features", pd.DataFrame({"feature": [0], "colour": ["red"]}), feature=0)
     assert store.count("features") == 3
     store.replace_table("features", _features([5]))  # the connection is usable afterwards
     assert store.count("features") == 1
@@ -245,7 +245,7 @@ def test_dropping_a_schema_removes_it_and_never_main(store):
 
 def test_parquet_export_writes_every_table_keyed_ones_in_key_order(store, tmp_path):
     store.replace_table("features", _features([5, 1, 3]))
-    store.replace_where("features", "feature = 1", _features([1], label=["one"]))  # updated in place
+    store.replace_rows("features", _features([1], label=["one"]), feature=1)  # updated in place
     store.replace_table("clusters", pd.DataFrame({"cluster_id": [9, 2], "level": [0, 0], "name": ["n", "m"]}))
     store.replace_table("cluster_members", pd.DataFrame({"cluster_id": [9, 2, 9], "feature": [5, 1, 3]}))
     store.set_info(title="t", d_sae=6)

@@ -2,12 +2,14 @@
 
 from __future__ import annotations
 
+from collections.abc import Sequence
 from dataclasses import dataclass, field
 
 import numpy as np
 import scipy.sparse as sp
 
 from atlas.analysis.neighbours import unit_rows
+from atlas.config import DEFAULT_CLUSTER_LEVELS
 
 DIRECT_UP_TO = 20_000  # Ward over the points themselves needs ~n²·8 bytes (3.2 GB at 20k)
 
@@ -60,7 +62,7 @@ class Hierarchy:
 
 def build_hierarchy(
     vectors: np.ndarray,
-    levels: list[int] = (12, 48, 160),
+    levels: Sequence[int] = DEFAULT_CLUSTER_LEVELS,
     seed: int = 0,
     direct_up_to: int = DIRECT_UP_TO,
     n_centroids: int | None = None,
@@ -335,7 +337,7 @@ def choose_basis(
     alive: np.ndarray,
     coact: sp.spmatrix | None = None,
     context_docs: list[str] | None = None,
-    levels: list[int] = (12, 48, 160),
+    levels: Sequence[int] = DEFAULT_CLUSTER_LEVELS,
     seed: int = 0,
     bases: tuple[str, ...] | None = None,
 ) -> BasisChoice:

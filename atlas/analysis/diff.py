@@ -37,7 +37,7 @@ import scipy.sparse as sp
 from scipy.optimize import linear_sum_assignment, nnls
 from scipy.sparse.csgraph import connected_components, min_weight_full_bipartite_matching
 
-from atlas.analysis.neighbours import _BLOCK_BYTES, _TIE_GRID, _top_k_stable, unit_rows
+from atlas.analysis.neighbours import BLOCK_BYTES, TIE_GRID, top_k_stable, unit_rows
 
 KINDS = ("matched", "split", "merge", "new", "vanished")
 _DIGITS = 6  # serialised floats; float64 pair cosines from float32 rows are good to ~1e-7
@@ -178,7 +178,7 @@ def cross_neighbours(units_a, live_a, units_b, live_b, k: int, block: int | None
         return a_idx, a_sim, b_idx, b_sim
     cols = units_b[lb]
     # Per cell: the float32 block and a mask; survivors of the mask are a few per row.
-    block = block or max(1, _BLOCK_BYTES // (len(lb) * 8))
+    block = block or max(1, BLOCK_BYTES // (len(lb) * 8))
     run_idx = np.full((len(lb), kb), -1, np.int64)
     run_sim = np.full((len(lb), kb), -np.inf, np.float32)
     for start in range(0, len(la), block):
@@ -200,7 +200,7 @@ def _block_top(s, k: int, axis: int = 1, floor=None):
     Exact, without an argpartition of the whole block: a lower bound on each group's k-th value
     (the k-th of a slice of the block, or `floor`, a value known to be beaten elsewhere) masks all
     but a few entries, and only those are sorted. Groups where ties leave too many survivors go to
-    `_top_k_stable`. Groups with fewer than k survivors are padded with -1 / -inf.
+    `top_k_stable`. Groups with fewer than k survivors are padded with -1 / -inf.
     """
     sg = s if axis == 1 else s.T  # groups as rows; a view, used for shapes and the fallback only
     g, n = sg.shape
@@ -211,7 +211,7 @@ def _block_top(s, k: int, axis: int = 1, floor=None):
         head = s[:, :m] if axis == 1 else s[:m]
         lower = np.maximum(lower, np.take(np.partition(head, m - k, axis=axis), m - k, axis=axis))
     # Compare on the grid: an entry in the same cell as the bound may still win on index.
-    cut = np.floor(lower * np.float32(1 / _TIE_GRID)) * np.float32(_TIE_GRID)
+    cut = np.floor(lower * np.float32(1 / TIE_GRID)) * np.float32(TIE_GRID)
     mask = s >= np.expand_dims(cut, axis)
     heavy = np.flatnonzero(np.count_nonzero(mask, axis=axis) > _HEAVY * k)
     if axis == 1:
@@ -221,7 +221,7 @@ def _block_top(s, k: int, axis: int = 1, floor=None):
     r, c = np.nonzero(mask)  # in s's own (C) order: a transposed mask is far slower to scan
     vals = s[r, c]
     gi, pj = (r, c) if axis == 1 else (c, r)
-    order = np.lexsort((pj, -np.floor(vals * np.float32(1 / _TIE_GRID)), gi))
+    order = np.lexsort((pj, -np.floor(vals * np.float32(1 / TIE_GRID)), gi))
     gi, pj, vals = gi[order], pj[order], vals[order]
     rank = np.arange(len(gi)) - np.searchsorted(gi, gi)
     keep = rank < k
@@ -230,7 +230,7 @@ def _block_top(s, k: int, axis: int = 1, floor=None):
     pos[gi[keep], rank[keep]], sim[gi[keep], rank[keep]] = pj[keep], vals[keep]
     if len(heavy):
         hs = np.ascontiguousarray(sg[heavy])
-        pos[heavy] = _top_k_stable(hs, k)
+        pos[heavy] = top_k_stable(hs, k)
         sim[heavy] = np.take_along_axis(hs, pos[heavy], 1)
     return pos, sim
 
@@ -239,7 +239,7 @@ def _merge_top(idx, sim, new_idx, new_sim):
     """Keep the best of a running top list and a block's, with the same grid and tie rule."""
     k = idx.shape[1]
     idx, sim = np.concatenate([idx, new_idx], 1), np.concatenate([sim, new_sim], 1)
-    q = np.floor(sim * np.float32(1 / _TIE_GRID))
+    q = np.floor(sim * np.float32(1 / TIE_GRID))
     # Padding (-1, -inf) sorts last whatever its index.
     order = np.lexsort((np.where(idx < 0, np.iinfo(np.int64).max, idx), -q), axis=1)[:, :k]
     return np.take_along_axis(idx, order, 1), np.take_along_axis(sim, order, 1)

@@ -9,8 +9,8 @@ import numpy as np
 # Similarities closer than this count as equal when ranking. A float32 dot product over a few
 # thousand dimensions is only good to ~1e-6, and BLAS may sum a column in a different order
 # depending on where it falls in a block, so without a grid exact duplicates could swap places.
-_TIE_GRID = 2.0**-20
-_BLOCK_BYTES = 256 * 2**20
+TIE_GRID = 2.0**-20
+BLOCK_BYTES = 256 * 2**20
 
 
 @dataclass(frozen=True)
@@ -88,7 +88,7 @@ def knn_graph(vectors: np.ndarray, n_neighbors: int, seed: int = 0) -> tuple[np.
     g_dist = np.asarray(g_dist, dtype=np.float32)
     # Equal distances are ordered by index, as in the exact path, so outputs don't depend on
     # the order the search happened to visit candidates in.
-    order = np.lexsort((g_idx, np.round(g_dist / _TIE_GRID)), axis=1)
+    order = np.lexsort((g_idx, np.round(g_dist / TIE_GRID)), axis=1)
     return np.take_along_axis(g_idx, order, 1), np.take_along_axis(g_dist, order, 1)
 
 
@@ -113,20 +113,20 @@ def _exact(units: np.ndarray, nonzero: np.ndarray, k: int, block: int | None):
         return idx, sim
     cols = units[live]
     # Per row of a block: float32 similarities and their grid copy, the int64 argpartition, a mask.
-    block = block or max(1, _BLOCK_BYTES // (len(live) * 17))
+    block = block or max(1, BLOCK_BYTES // (len(live) * 17))
     for start in range(0, len(live), block):
         rows = live[start : start + block]
         s = units[rows] @ cols.T
         s[np.arange(len(rows)), np.arange(start, start + len(rows))] = -np.inf  # self
-        top = _top_k_stable(s, kk)
+        top = top_k_stable(s, kk)
         idx[rows, :kk] = live[top]
         sim[rows, :kk] = np.take_along_axis(s, top, 1)
     return idx, sim
 
 
-def _top_k_stable(s: np.ndarray, k: int) -> np.ndarray:
+def top_k_stable(s: np.ndarray, k: int) -> np.ndarray:
     """Column indices of the k largest values per row; equal values (on the grid) by smaller index."""
-    q = np.floor(s * np.float32(1 / _TIE_GRID))
+    q = np.floor(s * np.float32(1 / TIE_GRID))
     part = np.argpartition(q, -k, axis=1)[:, -k:]
     kth = np.take_along_axis(q, part, 1).min(axis=1)
     out = np.empty((len(s), k), dtype=np.int64)

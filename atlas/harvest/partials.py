@@ -23,6 +23,7 @@ SAMPLE_KINDS = {"top": "top", "interval": "intervals", "random": "random"}
 # Table name -> columns. `exp` is the feature's grid exponent (interval sub-bin width 2**exp); histogram bins and
 # interval sub-bins are on that grid, so a coarser grid e' maps them to `b >> (e' - exp)`. Sample `sub` is the
 # interval sub-bin (0 for top and random samples); `acts` is the activation window around the token.
+# The store's partial tables (atlas/store/partials.py) take their columns from these.
 SCHEMAS: dict[str, pa.Schema] = {
     "features": pa.schema([("feature", pa.int32()), ("count", pa.int64()), ("max", pa.float32()),
                            ("exp", pa.int32())]),

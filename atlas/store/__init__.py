@@ -8,6 +8,7 @@ from pathlib import Path
 from typing import Any
 
 import duckdb
+import numpy as np
 import pandas as pd
 
 from atlas.store.schema import TABLES, create_statements, primary_key
@@ -91,17 +92,37 @@ class Store:
     # ---- writes -------------------------------------------------------------------------
     def replace_table(self, name: str, frame) -> None:
         """Replace all rows of `name` with a pandas frame or Arrow table (columns matched by name, one insert)."""
-        self.replace_where(name, "true", frame)
+        self._replace("DELETE FROM " + self._known(name), [], name, frame)
 
-    def replace_where(self, name: str, condition: str, frame) -> None:
-        """Delete the rows of `name` matching `condition`, then insert `frame`, in one transaction."""
+    def replace_rows(self, name: str, frame, **where: Any) -> None:
+        """Replace the rows of `name` whose columns equal `where` (e.g. kind="coact") with `frame`, in one
+        transaction."""
+        if not where:
+            raise ValueError(f"replace_rows({name!r}) needs the columns that pick the rows to replace")
+        condition = " AND ".join(f"{column} = ?" for column in where)
+        self._replace(f"DELETE FROM {self._known(name)} WHERE {condition}", list(where.values()), name, frame)
+
+    def append_rows(self, name: str, frame) -> None:
+        """Add the rows of `frame` to `name`."""
+        self._replace("", [], self._known(name), frame)
+
+    def clear(self, name: str) -> None:
+        """Remove every row of `name`."""
+        self.con.execute(f"DELETE FROM {self._known(name)}").fetchall()
+
+    @staticmethod
+    def _known(name: str) -> str:
         if name not in TABLES:
             raise KeyError(f"unknown table {name!r}")
+        return name
+
+    def _replace(self, delete: str, params: list, name: str, frame) -> None:
         cols = list(frame.column_names) if hasattr(frame, "column_names") else list(frame.columns)
         collist = ", ".join(cols)
         self.con.execute("BEGIN")
         try:
-            self.con.execute(f"DELETE FROM {name} WHERE {condition}")
+            if delete:
+                self.con.execute(delete, params)
             if len(frame):
                 self.con.register("_incoming", frame)
                 self.con.execute(f"INSERT INTO {name} ({collist}) SELECT {collist} FROM _incoming")
@@ -143,6 +164,34 @@ class Store:
     def count(self, name: str) -> int:
         return self.con.execute(f"SELECT count(*) FROM {name}").fetchall()[0][0]
 
+    def vocab_ids(self) -> np.ndarray:
+        """Every token id the vocab table holds (in no particular order)."""
+        return self.con.execute("SELECT token_id FROM vocab").df()["token_id"].to_numpy()
+
+    def example_token_ids(self) -> np.ndarray:
+        """Every token id that appears in a stored example (each once, in no particular order)."""
+        return self.con.execute("SELECT DISTINCT unnest(token_ids) AS t FROM examples").df()["t"].to_numpy()
+
+    def examples_of_kinds(self, kinds: tuple[str, ...]) -> pd.DataFrame:
+        """(feature, kind, token_ids, focus, value) of the examples of the given kinds, by feature, kind, bucket
+        and rank."""
+        marks = ", ".join("?" for _ in kinds)
+        return self.con.execute(f"SELECT feature, kind, token_ids, focus, value FROM examples WHERE kind IN ({marks}) "
+                                "ORDER BY feature, kind, bucket, rank", list(kinds)).df()
+
+    def feature_states(self) -> pd.DataFrame:
+        """(feature, alive, label) of every feature, in feature order."""
+        return self.con.execute("SELECT feature, alive, label FROM features ORDER BY feature").df()
+
+    def alive_features(self) -> np.ndarray:
+        """The features that fired, ascending."""
+        return self.con.execute("SELECT feature FROM features WHERE alive ORDER BY feature").df()["feature"].to_numpy()
+
+    def cluster_centres(self) -> pd.DataFrame:
+        """(cluster_id, cx, cy): the mean map position of each cluster's member features."""
+        return self.con.execute("SELECT m.cluster_id, avg(f.x) AS cx, avg(f.y) AS cy FROM cluster_members m "
+                                "JOIN features f USING (feature) GROUP BY m.cluster_id").df()
+
     def export_parquet(self, folder: Path) -> list[Path]:
         """Write every table to FOLDER/<table>.parquet."""
         folder = Path(folder)
@@ -162,6 +211,23 @@ class Store:
     def stage_hash(self, stage: str) -> str | None:
         rows = self.con.execute("SELECT input_hash FROM stages WHERE stage = ?", [stage]).fetchall()
         return rows[0][0] if rows else None
+
+    def forget_stage(self, stage: str) -> None:
+        """Drop a stage's record, so nothing is reused from it."""
+        self.con.execute("DELETE FROM stages WHERE stage = ?", [stage]).fetchall()
+
+    def record_run(self, started: float, config: dict, config_hash: str, atlas_version: str,
+                   library_versions: dict) -> None:
+        """Replace the runs table's one row: when this build started and finished, its config and software.
+
+        With a fixed build time (SOURCE_DATE_EPOCH) both times are that time."""
+        fixed = fixed_build_time()
+        self.con.execute("DELETE FROM runs").fetchall()
+        self.con.execute(
+            "INSERT INTO runs VALUES (1, to_timestamp(?), coalesce(to_timestamp(?), now()), ?, ?, ?, ?)",
+            [started if fixed is None else fixed, fixed, json.dumps(config, sort_keys=True), config_hash,
+             atlas_version, json.dumps(library_versions, sort_keys=True)],
+        ).fetchall()
 
     def record_stage(self, stage: str, input_hash: str, seconds: float, details: dict | None = None) -> None:
         fixed = fixed_build_time()

@@ -18,15 +18,22 @@ from atlas.store import Store
 
 PREFIX = "harvest_partial_"
 
-# Same columns as atlas/harvest/partials.py SCHEMAS, each led by the shard id.
+# DuckDB's name for each Arrow type the partial tables use.
+_SQL_TYPES: dict[pa.DataType, str] = {
+    pa.int16(): "SMALLINT", pa.int32(): "INTEGER", pa.int64(): "BIGINT", pa.float32(): "FLOAT",
+    pa.float64(): "DOUBLE", pa.string(): "TEXT",
+}
+
+
+def _sql_type(t: pa.DataType) -> str:
+    if pa.types.is_list(t):
+        return _sql_type(t.value_type) + "[]"
+    return _SQL_TYPES[t]
+
+
+# The columns of atlas/harvest/partials.py SCHEMAS in SQL; each table is led by the shard id.
 _COLUMNS: dict[str, str] = {
-    "features": "feature INTEGER, count BIGINT, max FLOAT, exp INTEGER",
-    "sums": "feature INTEGER, expo SMALLINT, mant BIGINT",
-    "hist": "feature INTEGER, bin INTEGER, n BIGINT",
-    "samples": "kind TEXT, feature INTEGER, sub INTEGER, key DOUBLE, idx BIGINT, value FLOAT, acts FLOAT[]",
-    "coact_pairs": "lo INTEGER, hi INTEGER, n BIGINT",
-    "coact_summary": "feature INTEGER, partner INTEGER, n BIGINT",
-    "coact_err": "feature INTEGER, err BIGINT",
+    name: ", ".join(f"{f.name} {_sql_type(f.type)}" for f in schema) for name, schema in SCHEMAS.items()
 }
 # One row per finished shard, written in the same transaction as its rows.
 _SHARDS_COLUMNS = ("shard INTEGER PRIMARY KEY, run_key TEXT, n_features BIGINT, n_tokens BIGINT, m_top INTEGER, "

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import time
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 import numpy as np
 import pandas as pd
@@ -12,19 +13,40 @@ import scipy.sparse as sp
 from atlas import analysis as an
 from atlas.analysis import explanations
 from atlas.config import Config
-from atlas.store import Store, without_durations
-from atlas.tables import neighbour_rows
+from atlas.corpus import files_hash
+from atlas.stages.run import Keyed, Outcome, StoreLedger, VersionRun, run_keyed
+from atlas.store import Store, reads, without_durations
+from atlas.store.frames import neighbour_rows
+
+if TYPE_CHECKING:
+    from atlas.saes import SaeWeights
 
 AUTO_SOURCE = "auto: top activations"
 
 
+def analysis(run: VersionRun, sae: SaeWeights, harvest_key: str) -> str:
+    """Analyse the harvested features of `sae` in the version's store; returns the stage's key."""
+    cfg = run.cfg
+    labels_file = cfg.resolve(cfg.analysis.labels_file) if cfg.analysis.labels_file else None
+
+    def compute(key: str) -> Outcome[None]:
+        note, timings = run_analysis(run.store, sae.W_dec.float().numpy(), cfg, labels_file, run.report.log)
+        return Outcome(note=note, details=timings)
+
+    return run_keyed(Keyed(
+        "analysis",
+        inputs={"harvest": harvest_key, "sae": sae.content_hash(), "settings": cfg.section_dict("analysis"),
+                "seed": cfg.atlas.seed,
+                "labels": files_hash([labels_file]) if labels_file and labels_file.is_file() else ""},
+        ledger=StoreLedger(run.store),
+        compute=compute,
+    ), run.report).key
+
+
 def _examples_by_feature(store: Store, n_features: int, kinds: tuple[str, ...]) -> dict[str, list[list]]:
     """Per kind, each feature's stored examples as (token strings, focus, value), read in one pass."""
-    vocab = store.query("SELECT token_id, token FROM vocab")
-    lookup = dict(zip(vocab["token_id"].tolist(), vocab["token"].tolist()))
-    kind_list = ", ".join(f"'{k}'" for k in kinds)
-    ex = store.query(f"SELECT feature, kind, token_ids, focus, value FROM examples WHERE kind IN ({kind_list}) "
-                     "ORDER BY feature, kind, bucket, rank")
+    lookup = reads.vocab(store)
+    ex = store.examples_of_kinds(kinds)
     out = {k: [[] for _ in range(n_features)] for k in kinds}
     for f, kind, ids, focus, value in zip(ex["feature"].to_numpy(), ex["kind"], ex["token_ids"],
                                           ex["focus"].to_numpy(), ex["value"].to_numpy()):
@@ -64,7 +86,7 @@ def run_analysis(store: Store, W_dec: np.ndarray, cfg: Config, labels_file: Path
 
     t = time.perf_counter()
     idx, sim = an.decoder_neighbours(W_dec, k=a.neighbours, exact_up_to=a.exact_neighbours_up_to)
-    store.replace_where("neighbours", "kind = 'decoder'", neighbour_rows("decoder", np.asarray(idx), np.asarray(sim)))
+    store.replace_rows("neighbours", neighbour_rows("decoder", np.asarray(idx), np.asarray(sim)), kind="decoder")
     timings["neighbours_s"] = time.perf_counter() - t
 
     t = time.perf_counter()

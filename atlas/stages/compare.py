@@ -5,16 +5,23 @@ from __future__ import annotations
 import hashlib
 import json
 import os
+from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
+from typing import TYPE_CHECKING
 from urllib.parse import quote
 
 import numpy as np
 import pandas as pd
 
 from atlas.analysis.diff import compare_dictionaries
+from atlas.config import Config
 from atlas.errors import ConfigError, DimensionError
+from atlas.stages.run import Keyed, Outcome, StoreLedger, VersionRun, run_keyed
 from atlas.store import Store
+
+if TYPE_CHECKING:
+    from atlas.saes import SaeWeights
 
 COMPARE_TABLES = ("versions", "version_matches", "version_dead", "previous_features")
 _NEEDED_INFO = ("sae_path_abs", "sae_format", "sae_hash", "d_in")
@@ -58,7 +65,7 @@ def read_previous(path: Path, own_store: Path, site_dir: Path) -> PreviousAtlas:
         if missing:
             raise ConfigError(f"[compare] with_store: {path} does not record {', '.join(missing)}; rebuild the "
                               "previous atlas with this version of feature-atlas first")
-        feats = store.query("SELECT feature, alive, label FROM features ORDER BY feature")
+        feats = store.feature_states()
     sae_path = Path(info["sae_path_abs"])
     if not sae_path.exists():
         raise ConfigError(f"[compare] the previous atlas {path} was built from the SAE {sae_path}, which is gone; "
@@ -80,7 +87,7 @@ def clear_comparison(store: Store) -> None:
     """Forget an earlier comparison, so a build without [compare] shows none."""
     for name in COMPARE_TABLES:
         if store.count(name):
-            store.replace_where(name, "true", store.table(name).head(0))
+            store.clear(name)
     store.set_info(compare_counts=None)
 
 
@@ -107,7 +114,7 @@ def run_compare(store: Store, prev: PreviousAtlas, W_new: np.ndarray, d_in_new: 
     known = prev.features["feature"].to_numpy()
     ok = known < old.d_sae
     alive_prev[known[ok]] = prev.features["alive"].to_numpy(bool)[ok]
-    new_feats = store.query("SELECT feature, alive FROM features ORDER BY feature")
+    new_feats = store.feature_states()
     alive_new = np.zeros(len(W_new), bool)
     alive_new[new_feats["feature"].to_numpy()] = new_feats["alive"].to_numpy(bool)
 
@@ -125,3 +132,47 @@ def run_compare(store: Store, prev: PreviousAtlas, W_new: np.ndarray, d_in_new: 
     store.set_info(compare_counts=counts, compare_params=diff.params)
     note = ", ".join(f"{v:,} {k}" for k, v in counts.items() if not k.startswith("dead"))
     return f"against {name or prev.title}: {note}", warnings
+
+
+@dataclass(frozen=True)
+class Against:
+    """What a version's features are compared with: the other atlas, the name its pages give it, its SAE when
+    already loaded, and the comparison settings that belong in the key (None: none)."""
+
+    previous: PreviousAtlas
+    name: str
+    old_sae: SaeWeights | None = None
+    settings: dict | None = None
+
+
+def configured(cfg: Config, store_path: Path, site_dir: Path) -> Against | None:
+    """The previous atlas that `[compare]` names, or None without one."""
+    if not cfg.compare.with_store:
+        return None
+    prev = read_previous(cfg.resolve(cfg.compare.with_store), store_path, site_dir)
+    return Against(prev, cfg.compare.name, settings=cfg.section_dict("compare"))
+
+
+def compare(run: VersionRun, sae: SaeWeights, analysis_key: str, against: Callable[[], Against | None]) -> str:
+    """Match the version's features against what `against()` gives, or forget an earlier comparison when it gives
+    None; returns the stage's key ('' without a comparison)."""
+    target = against()
+    if target is None:
+        if run.store.stage_hash("compare") is not None:
+            clear_comparison(run.store)
+            run.store.forget_stage("compare")
+        return ""
+    prev = target.previous
+    inputs = {"previous": prev.fingerprint(), "sae": sae.content_hash(), "analysis": analysis_key}
+    if target.settings is not None:
+        inputs["settings"] = target.settings
+
+    def compute(key: str) -> Outcome[None]:
+        note, warnings = run_compare(run.store, prev, sae.W_dec.float().numpy(), sae.d_in, target.name,
+                                     old_sae=target.old_sae)
+        for w in warnings:
+            run.report.warn(w)
+        return Outcome(note=note)
+
+    return run_keyed(Keyed("compare", inputs=inputs, ledger=StoreLedger(run.store), compute=compute),
+                     run.report).key
