@@ -8,7 +8,7 @@ STAMP  := $(VENV)/.installed
 export HF_HUB_OFFLINE := 1
 export TRANSFORMERS_OFFLINE := 1
 
-.PHONY: venv demo demo-full test chromium bench clean
+.PHONY: venv demo demo-full test chromium bench golden clean
 
 $(STAMP): pyproject.toml
 	$(PYTHON) -m venv $(VENV)
@@ -32,6 +32,11 @@ chromium:
 
 test: venv chromium
 	$(PY) -m pytest -q
+
+# After a change meant to alter the pages: render the golden site again into tests/golden/expected-site/,
+# then review its diff before committing it.
+golden: venv
+	$(PY) -m tests.golden regenerate
 
 bench: venv
 	$(PY) benchmarks/harvest.py

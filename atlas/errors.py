@@ -25,3 +25,7 @@ class CorpusError(AtlasError):
 
 class DimensionError(AtlasError):
     """Two inputs disagree on a size (e.g. the SAE's d_in and the hooked layer's width)."""
+
+
+class SiteRenderError(AtlasError):
+    """The site cannot be written where asked, or a file it needs is missing."""

@@ -38,7 +38,7 @@ sys.path.insert(0, str(ROOT / "tests"))
 
 from atlas.site import render_site  # noqa: E402
 from atlas.site.env import DEFAULT_TEMPLATES  # noqa: E402
-from atlas.site.render import finish_cleanup  # noqa: E402
+from atlas.site.publish import finish_cleanup  # noqa: E402
 from synthetic_store import make_synthetic_store  # noqa: E402
 
 CHROMIUM = "/usr/bin/chromium"
@@ -193,10 +193,14 @@ def profile_render(store: Path, site: Path, templates: Path, chunks: int = 3) ->
     pages of a few chunks (the best chunk per part, as ms per page), written next to `site` (new files) and
     compared with it as a re-render does. Parts marked "(cached)" are what a render with the cache of an
     earlier render of the same store skips; it reads the page contexts back instead."""
+    from atlas.site import feature_pages as F
     from atlas.site import render as R
-    from atlas.site.contexts import FeatureData, build_feature_page, feature_html, template_vars
+    from atlas.site.assets import FEATURE_SCRIPTS, write_assets
     from atlas.site.env import make_env
-    from atlas.site.marker import _listing_digest
+    from atlas.site.feature_data import FeatureData, feature_html
+    from atlas.site.pages import template_vars
+    from atlas.site.pages.feature import build_feature_page
+    from atlas.site.marker import listing_digest
     from atlas.site.model import read_site_model
     from atlas.site.urls import SiteUrls
     from atlas.site.writer import SiteWriter
@@ -208,20 +212,20 @@ def profile_render(store: Path, site: Path, templates: Path, chunks: int = 3) ->
     with reads.open_for_reading(store) as s:
         model, parent["read site model"] = _cpu(read_site_model, s)
     urls, writer = SiteUrls(), SiteWriter(scratch, site)
-    _, parent["assets"] = _cpu(R._write_assets, writer, urls, model, templates)
-    _, parent["index, about, cluster pages"] = _cpu(R._render_pages, writer, make_env(templates), model, urls)
-    _, parent["marker listing"] = _cpu(_listing_digest, site)
-    renderer = R.FeatureRenderer(model, urls, templates, 5, store)
+    _, parent["assets"] = _cpu(write_assets, writer, urls, model, templates)
+    _, parent["index, about, cluster pages"] = _cpu(R.render_other_pages, writer, make_env(templates), model, urls)
+    _, parent["marker listing"] = _cpu(listing_digest, site)
+    renderer = F.FeatureRenderer(F.FeatureJob(model, urls, templates, 5, store))
     s = reads.open_for_reading(store)
     best: dict[str, float] = {}
-    step = max(1, model.n_features // (chunks + 1) // R.CHUNK) * R.CHUNK
+    step = max(1, model.n_features // (chunks + 1) // F.CHUNK) * F.CHUNK
     for lo in range(step, step * (chunks + 1), step):
-        hi = min(lo + R.CHUNK, model.n_features)
+        hi = min(lo + F.CHUNK, model.n_features)
         (block, hist), t_read = _cpu(lambda: (reads.examples(s, lo, hi), reads.histograms(s, lo, hi)))
         html, t_html = _cpu(feature_html, model, block, hist, lo, hi, 5)
         data, t_other = _cpu(lambda: FeatureData(html, reads.intervals(s, lo, hi), reads.neighbours(s, lo, hi),
                                                  reads.logits(s, lo, hi)))
-        ctxs, t_ctx = _cpu(lambda: [build_feature_page(model, urls, n, data, 5, R.FEATURE_SCRIPTS) for n in range(lo, hi)])
+        ctxs, t_ctx = _cpu(lambda: [build_feature_page(model, urls, n, data, 5, FEATURE_SCRIPTS) for n in range(lo, hi)])
         pickled = pickle.dumps(ctxs, protocol=pickle.HIGHEST_PROTOCOL)
         _, t_unpickle = _cpu(pickle.loads, pickled)
         pages, t_jinja = _cpu(lambda: [renderer.template.render(template_vars(c)) for c in ctxs])

@@ -12,7 +12,7 @@ import numpy as np
 import pandas as pd
 import pyarrow as pa
 
-from atlas.store import Store
+from atlas.store import MAIN, Store
 
 # Corpus strings that must come out of the site as text, never as markup or script.
 EVIL_TOKENS = [
@@ -87,11 +87,14 @@ def make_synthetic_store(
     n_neighbours: int = 10,
     fvu: float = 0.12,
     warnings: list[str] | None = None,
+    schema: str = MAIN,
 ) -> Path:
-    """Write a complete synthetic atlas to `path` (overwriting it) and return the path."""
+    """Write a complete synthetic atlas to `path` (overwriting it) and return the path.
+
+    With `schema` (another SAE version's), the atlas goes into that schema of an existing file instead."""
     path = Path(path)
     for p in (path, path.with_name(path.name + ".wal")):
-        if p.exists():
+        if schema == MAIN and p.exists():
             p.unlink()
     rng = np.random.default_rng(seed)
     vocab = _vocab(evil_text)
@@ -303,7 +306,7 @@ def make_synthetic_store(
         stage_times={"harvest": 812.5, "analysis": 64.25, "site": 0.0},
         cluster_basis="blend", basis_scores={"decoder": 0.41, "coact": 0.37, "blend": 0.52},
     )
-    with Store(path) as store:
+    with Store(path, schema=schema) as store:
         store.replace_table("vocab", vocab_df)
         store.replace_table("features", features)
         store.replace_table("examples", examples)
@@ -324,4 +327,35 @@ def make_synthetic_store(
             "computed_at": [pd.Timestamp("2025-01-02 03:00:00")] * 2, "details_json": ["{}", "{}"],
         }))
         store.set_info(**info)
+    return path
+
+
+def add_comparison(path: str | Path, rows: list[tuple], previous_labels: dict[int, str], *, title: str,
+                   site_path: str | None, schema: str = MAIN) -> Path:
+    """Store a comparison with a previous atlas: `rows` as in `version_matches` (kind, a, b, score, cosine,
+    weight; -1 for a missing side, None for a missing number), the previous atlas's labels by feature."""
+    matches = pd.DataFrame(rows, columns=["kind", "a", "b", "score", "cosine", "weight"]).astype(
+        {"kind": str, "a": np.int64, "b": np.int64, "score": np.float64, "cosine": np.float64, "weight": np.float64})
+    with Store(path, schema=schema) as store:
+        store.replace_table("versions", pd.DataFrame({
+            "role": ["previous"], "title": [title], "store_path": ["/data/previous.duckdb"],
+            "sae_hash": ["00ff00ff00ff00ff"], "site_path": pd.array([site_path], dtype=object),
+            "d_sae": [max(previous_labels, default=-1) + 1],
+        }))
+        store.replace_table("version_matches", matches)
+        store.replace_table("previous_features", pd.DataFrame({
+            "feature": np.array(sorted(previous_labels), dtype=np.int32),
+            "alive": np.ones(len(previous_labels), dtype=bool),
+            "label": [previous_labels[f] for f in sorted(previous_labels)],
+        }))
+    return path
+
+
+def list_versions(path: str | Path, listing: list[dict]) -> Path:
+    """Record the atlas's SAE versions (main first, as `SaeVersion.as_info` gives them) in every version's facts."""
+    with Store(path) as store:
+        store.set_info(version_name=listing[0]["name"], atlas_versions=listing)
+        for entry in listing[1:]:
+            with store.in_schema(entry["schema"]) as view:
+                view.set_info(version_name=entry["name"], atlas_versions=listing)
     return path

@@ -12,11 +12,17 @@ import numpy as np
 import pytest
 from jinja2 import meta
 
-from atlas.site import contexts as ctxmod
+from atlas.config import FVU_WARNING
+from atlas.site.assets import write_assets
 from atlas.site.charts import N_LEVELS, SCALE, levels_of
-from atlas.site.env import DEFAULT_TEMPLATES, PAGE_TEMPLATES, make_env
+from atlas.site.data import thumb_coords
+from atlas.site.env import DEFAULT_TEMPLATES, make_env
+from atlas.site.feature_pages import FeatureJob, FeatureRenderer
 from atlas.site.model import read_site_model
-from atlas.site.render import FeatureRenderer, _write_assets
+from atlas.site.pages import PAGES
+from atlas.site.pages.cluster import build_cluster_page
+from atlas.site.pages.feature import build_feature_page
+from atlas.site.pages.overview import site_warnings
 from atlas.site.safe import json_for_script
 from atlas.site.tokens import TokenHtml, example_scripts
 from atlas.site.urls import SiteUrls
@@ -25,25 +31,29 @@ from atlas.store import reads
 from atlas.store.reads import ExampleBlock
 from synthetic_store import make_synthetic_store
 
-CONTEXTS = {
-    "index": ctxmod.IndexPage,
-    "feature": ctxmod.FeaturePage,
-    "cluster": ctxmod.ClusterPage,
-    "about": ctxmod.AboutPage,
-    "compare": ctxmod.ComparePage,
-    "dead": ctxmod.DeadPage,
-}
-
-
-@pytest.mark.parametrize("kind", sorted(CONTEXTS))
+@pytest.mark.parametrize("kind", sorted(PAGES))
 def test_template_names_only_its_context_fields(kind):
     env = make_env()
-    names = {f.name for f in dataclasses.fields(CONTEXTS[kind])} | {"m"}  # m: the macros import
+    names = {f.name for f in dataclasses.fields(PAGES[kind].context)} | {"m"}  # m: the macros import
     used = set()
-    for template in (PAGE_TEMPLATES[kind], "base.html"):
+    for template in (PAGES[kind].template, "base.html"):
         source = (DEFAULT_TEMPLATES / template).read_text()
         used |= meta.find_undeclared_variables(env.parse(source))
     assert used <= names, f"{kind} template uses names its context lacks: {sorted(used - names)}"
+
+
+def test_every_page_template_is_registered():
+    """A template of its own (not a partial or the base) is a page kind: it needs its entry in PAGES."""
+    templates = {p.name for p in DEFAULT_TEMPLATES.glob("*.html") if not p.name.startswith("_") and p.name != "base.html"}
+    assert templates == {kind.template for kind in PAGES.values()}
+    for kind in PAGES.values():
+        assert dataclasses.is_dataclass(kind.context) and kind.context.__dataclass_params__.frozen
+
+
+def test_poor_reconstruction_warns_above_the_configured_threshold():
+    assert site_warnings({"fvu": FVU_WARNING}) == ()
+    (warning,) = site_warnings({"fvu": FVU_WARNING * 1.01})
+    assert f"above {FVU_WARNING:g}" in warning
 
 
 @pytest.fixture(scope="module")
@@ -53,16 +63,16 @@ def built(tmp_path_factory):
     with reads.open_for_reading(store) as s:
         model = read_site_model(s)
     urls = SiteUrls()
-    _write_assets(SiteWriter(root / "out"), urls, model, DEFAULT_TEMPLATES)
+    write_assets(SiteWriter(root / "out"), urls, model, DEFAULT_TEMPLATES)
     return store, model, urls
 
 
 def test_feature_context_contents(built):
     store, model, urls = built
-    r = FeatureRenderer(model, urls, DEFAULT_TEMPLATES, 5, store)
+    r = FeatureRenderer(FeatureJob(model, urls, DEFAULT_TEMPLATES, 5, store))
     data = r.read_range(0, 40)
     n = int(model.alive_ids[5])
-    page = ctxmod.build_feature_page(model, urls, n, data, 5, ("static/feature.js",))
+    page = build_feature_page(model, urls, n, data, 5, ("static/feature.js",))
     assert page.crumbs[0].text == "atlas" and page.crumbs[-1].text == f"feature {n}"
     levels = [model.clusters[int(c.href.rsplit("/", 1)[1][:-5])].level for c in page.crumbs[1:-1]]
     assert levels == sorted(levels) and len(levels) == 3  # coarse to fine
@@ -87,7 +97,7 @@ def test_feature_context_contents(built):
 def test_cluster_context_members_sorted(built):
     _store, model, urls = built
     cid = min(model.clusters)
-    page = ctxmod.build_cluster_page(model, urls, cid, ctxmod.thumb_coords(model))
+    page = build_cluster_page(model, urls, cid, thumb_coords(model))
     shown = [int(f) for f in re.findall(r'<tr><td><a href="[^"]+">#(\d+)</a>', page.members)]
     dens = [model.density[f] for f in shown]
     assert dens == sorted(dens, reverse=True) and len(shown) == page.n_shown
@@ -99,8 +109,8 @@ def test_urls_are_relative_and_sharded():
     urls = SiteUrls(shard_size=1000)
     assert urls.feature(12345) == "features/12/12345.html"
     assert urls.root_of("features/12/12345.html") == "../../"
-    assert urls.href("clusters/3.html", urls.feature(7)) == "../features/0/7.html"
-    assert urls.href("index.html", urls.cluster(3)) == "clusters/3.html"
+    assert urls.at("clusters/3.html").feature(7) == "../features/0/7.html"
+    assert urls.at("index.html").cluster(3) == "clusters/3.html"
     path = urls.register_asset("static/atlas.css", b"body{}")
     assert path.startswith("static/atlas-") and path.endswith(".css")
     assert urls.register_asset("static/atlas.css", b"body{}") == path
@@ -108,6 +118,22 @@ def test_urls_are_relative_and_sharded():
         urls.register_asset("static/atlas.css", b"body{color:red}")
     with pytest.raises(KeyError):
         urls.asset("static/missing.js")
+
+
+def test_page_urls_are_relative_to_their_page():
+    urls = SiteUrls(shard_size=10)
+    urls.register_asset("static/atlas.css", b"body{}")
+    links = urls.at(urls.feature(42))
+    assert links.page == "features/4/42.html" and links.root == "../../"
+    assert links.index == "../../index.html" and links.compare == "../../compare.html"
+    assert links.cluster(3) == "../../clusters/3.html" and links.index_with("feature=42") == "../../index.html#feature=42"
+    assert links.asset("static/atlas.css") == "../../" + urls.asset("static/atlas.css")
+    assert links.feature_examples(42) == "42.examples.js"
+    assert urls.at(urls.index).feature_examples(42) == "features/4/42.examples.js"
+    # Another atlas's site keeps the default shard size; an unknown site gives no link.
+    assert links.feature_in_site("../previous%20atlas/", 1234) == "../../../previous%20atlas/features/1/1234.html"
+    assert links.in_site("versions/b", urls.index) == "../../versions/b/index.html"
+    assert links.in_site(None, urls.index) == "" and links.feature_in_site("", 7) == ""
 
 
 def test_writer_refuses_escapes_and_duplicates(tmp_path):

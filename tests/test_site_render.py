@@ -10,9 +10,10 @@ from pathlib import Path
 
 import pytest
 
-from atlas.site import render_site
+from atlas.errors import SiteRenderError
+from atlas.site import feature_pages, render_site
 from atlas.site.marker import MARKER
-from atlas.site.render import SiteRenderError, finish_cleanup
+from atlas.site.publish import finish_cleanup, spare_path
 from atlas.store import reads
 from atlas_fixtures import workspace, write_config  # noqa: F401  (workspace: a fixture)
 from synthetic_store import make_synthetic_store
@@ -307,8 +308,6 @@ def _spares(cache: Path) -> list[Path]:
 
 
 def test_a_render_over_the_spare_site_equals_a_fresh_one(store, tmp_path, monkeypatch):
-    from atlas.site import render as render_module
-
     other = make_synthetic_store(tmp_path / "other.duckdb", n_features=40, seed=2)  # fewer pages: some go
     edited = _edited_templates(tmp_path)
     cache, out = tmp_path / "cache", tmp_path / "site"
@@ -317,7 +316,7 @@ def test_a_render_over_the_spare_site_equals_a_fresh_one(store, tmp_path, monkey
     render_site(store, out, key="a", templates_dir=edited, cache_dir=cache)
     [spare] = _spares(cache)  # the first site, kept
     assert (spare / "features" / "0" / "59.html").is_file()
-    monkeypatch.setattr(render_module, "CHUNK", 16)  # the workers write over the spare too
+    monkeypatch.setattr(feature_pages, "CHUNK", 16)  # the workers write over the spare too
     render_site(other, out, key="b", cache_dir=cache, workers=2)
     render_site(other, tmp_path / "fresh-b", key="b", workers=1)
     assert _digest(out) == _digest(tmp_path / "fresh-b")
@@ -352,15 +351,13 @@ def test_the_spare_site_is_never_written_through(store, tmp_path):
 
 
 def test_one_spare_is_kept_per_cache_folder(store, tmp_path):
-    from atlas.site.render import _spare_path
-
     cache, edited = tmp_path / "cache", _edited_templates(tmp_path)
     for out in (tmp_path / "first", tmp_path / "second"):  # the output folder moved
         render_site(store, out, key="a", cache_dir=cache)
         render_site(store, out, key="a", templates_dir=edited, cache_dir=cache)
-        assert _spare_path(cache, out.resolve()) in _spares(cache)
+        assert spare_path(cache, out.resolve()) in _spares(cache)
     finish_cleanup()
-    assert _spares(cache) == [_spare_path(cache, (tmp_path / "second").resolve())]
+    assert _spares(cache) == [spare_path(cache, (tmp_path / "second").resolve())]
 
 
 def test_a_failed_render_keeps_the_spare_and_the_site(store, tmp_path):
@@ -380,9 +377,7 @@ def test_a_failed_render_keeps_the_spare_and_the_site(store, tmp_path):
 
 
 def test_workers_write_the_same_site_as_one_process(store, tmp_path, monkeypatch):
-    from atlas.site import render as render_module
-
-    monkeypatch.setattr(render_module, "CHUNK", 16)  # four chunks of the 60 features
+    monkeypatch.setattr(feature_pages, "CHUNK", 16)  # four chunks of the 60 features
     stats = render_site(store, tmp_path / "parallel", workers=2)
     assert stats["workers"] == 2
     render_site(store, tmp_path / "serial", workers=1)

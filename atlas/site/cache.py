@@ -26,7 +26,7 @@ from pathlib import Path
 import numpy as np
 from markupsafe import Markup
 
-from atlas.site.contexts import FeatureHtml
+from atlas.site.feature_data import FeatureHtml
 from atlas.site.marker import pages_key, site_code_digest
 from atlas.site.tokens import ExampleScripts
 

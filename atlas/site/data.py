@@ -4,7 +4,6 @@ from __future__ import annotations
 
 import numpy as np
 
-from atlas.site.contexts import thumb_coords
 from atlas.site.model import SiteModel
 from atlas.site.safe import json_for_script
 from atlas.site.tokens import display_token
@@ -89,6 +88,19 @@ def search_scripts(model: SiteModel) -> list[bytes]:
         text = "\n".join(lines[start: start + SEARCH_SHARD_FEATURES])
         out.append(f"ATLAS_SEARCH_SHARD({k},{start},{json_for_script(text)});\n".encode("utf-8"))
     return out
+
+
+def thumb_coords(model: SiteModel) -> dict[int, tuple[float, float]]:
+    """Alive features in the 0..1000 viewBox of the small maps (y pointing down)."""
+    ok = model.alive & np.isfinite(model.x) & np.isfinite(model.y)
+    ids = np.flatnonzero(ok)
+    if not len(ids):
+        return {}
+    x, y = model.x[ids], model.y[ids]
+    span = max(float(x.max() - x.min()), float(y.max() - y.min()), 1e-9)
+    tx = 20 + 960 * (x - x.min()) / span
+    ty = 980 - 960 * (y - y.min()) / span
+    return {int(f): (float(a), float(b)) for f, a, b in zip(ids, tx, ty)}
 
 
 def thumb_svg(model: SiteModel) -> bytes:

@@ -9,8 +9,6 @@ import jinja2
 from atlas.site.safe import fmt, pct
 
 DEFAULT_TEMPLATES = Path(__file__).resolve().parents[2] / "site_templates"
-PAGE_TEMPLATES = {"index": "index.html", "feature": "feature.html", "cluster": "cluster.html", "about": "about.html",
-                  "compare": "compare.html", "dead": "dead.html"}
 
 
 def templates_dir(given: Path | None = None) -> Path:

@@ -85,14 +85,14 @@ def _listing(root: Path) -> list[tuple[str, int]]:
     return sorted(out)
 
 
-def _listing_digest(root: Path) -> str:
+def listing_digest(root: Path) -> str:
     text = "\n".join(f"{path}\t{size}" for path, size in _listing(root))
     return hashlib.sha256(text.encode()).hexdigest()
 
 
 def marker_bytes(root: Path, key: str | None, stats: dict) -> bytes:
     """The marker for the site under `root` as it stands (written last, so it does not list itself)."""
-    facts = {"key": key, "listing": _listing_digest(root), **stats}
+    facts = {"key": key, "listing": listing_digest(root), **stats}
     return (json.dumps(facts, sort_keys=True, indent=1) + "\n").encode()
 
 
@@ -105,7 +105,7 @@ def reusable(out_dir: Path, key: str) -> dict | None:
     if not isinstance(facts, dict) or facts.get("key") != key:
         return None
     try:
-        if facts.get("listing") != _listing_digest(out_dir):
+        if facts.get("listing") != listing_digest(out_dir):
             return None
     except OSError:
         return None

@@ -1,7 +1,8 @@
 """The one URL authority: every page's output path and every link between pages come from here.
 
-Paths are POSIX, relative to the site root. A link from page A to page B is `root_of(A) + B`, so the
-site works from `file://` and from any sub-folder of any static host.
+Paths are POSIX, relative to the site root. A page's links come from `SiteUrls.at(page)`, which makes each
+relative to that page (`root_of(page) + path`), so the site works from `file://` and from any sub-folder of
+any static host.
 """
 
 from __future__ import annotations
@@ -73,15 +74,62 @@ class SiteUrls:
             root = self._roots[page] = "../" * posixpath.normpath(page).count("/")
         return root
 
-    def href(self, from_page: str, to_path: str) -> str:
-        return self.root_of(from_page) + to_path
+    def at(self, page: str) -> "PageUrls":
+        """The links of `page`: every href it holds comes from here, relative to it."""
+        return PageUrls(self, page)
 
-    def previous_feature(self, from_page: str, previous_site: str | None, n: int) -> str:
-        """Link to feature `n` of the previous atlas, whose site lies at `previous_site` (relative to this
-        site's root, URL-quoted); '' when that site is unknown. Its pages use the default shard size."""
-        if not previous_site:
-            return ""
-        return f"{self.root_of(from_page)}{previous_site.rstrip('/')}/features/{int(n) // FEATURES_PER_SHARD}/{int(n)}.html"
 
-    def previous_index(self, from_page: str, previous_site: str | None) -> str:
-        return f"{self.root_of(from_page)}{previous_site.rstrip('/')}/{self.index}" if previous_site else ""
+class PageUrls:
+    """The URL authority bound to one page: links from that page to any other, relative to it."""
+
+    __slots__ = ("urls", "page", "root")
+
+    def __init__(self, urls: SiteUrls, page: str):
+        self.urls, self.page, self.root = urls, page, urls.root_of(page)
+
+    def to(self, path: str) -> str:
+        """A link to the site path `path` (as SiteUrls gives it)."""
+        return self.root + path
+
+    @property
+    def index(self) -> str:
+        return self.root + self.urls.index
+
+    @property
+    def about(self) -> str:
+        return self.root + self.urls.about
+
+    @property
+    def compare(self) -> str:
+        return self.root + self.urls.compare
+
+    @property
+    def dead(self) -> str:
+        return self.root + self.urls.dead
+
+    def feature(self, n: int) -> str:
+        return self.root + self.urls.feature(n)
+
+    def cluster(self, cluster_id: int) -> str:
+        return self.root + self.urls.cluster(cluster_id)
+
+    def index_with(self, fragment: str) -> str:
+        """The map, opened at `fragment` (e.g. 'feature=7')."""
+        return self.root + self.urls.index_with(fragment)
+
+    def asset(self, name: str) -> str:
+        """A registered asset's content-hashed path."""
+        return self.root + self.urls.asset(name)
+
+    def feature_examples(self, n: int) -> str:
+        """Feature n's example script; from its own page, just the file's name."""
+        return posixpath.relpath(self.urls.feature_examples(n), posixpath.dirname(self.page) or ".")
+
+    def in_site(self, site: str | None, path: str) -> str:
+        """A link to `path` of another atlas's site whose root lies at `site` (relative to this site's root,
+        URL-quoted: a previous atlas, another SAE version); '' when that site is unknown."""
+        return f"{self.root}{site.rstrip('/')}/{path}" if site else ""
+
+    def feature_in_site(self, site: str | None, n: int) -> str:
+        """Feature n's page in another atlas's site (see `in_site`), whose pages use the default shard size."""
+        return self.in_site(site, f"features/{int(n) // FEATURES_PER_SHARD}/{int(n)}.html")

@@ -11,8 +11,9 @@ import posixpath
 from dataclasses import dataclass, field
 from urllib.parse import quote
 
-from atlas.site.urls import SiteUrls
+from atlas.site.urls import PageUrls
 from atlas.store import reads
+from atlas.store.records import SaeVersion
 
 
 @dataclass(frozen=True)
@@ -22,23 +23,15 @@ class VersionLink:
     current: bool
 
 
-@dataclass(frozen=True)
-class Version:
-    name: str
-    slug: str
-    schema: str
-    site_path: str  # relative to the main site's root; '' for the main SAE
-
-
 @dataclass
 class Versions:
     """Every version of the atlas, which one this site is, and (on the main site) each version's matches."""
 
-    entries: list[Version]
-    current: Version
+    entries: list[SaeVersion]
+    current: SaeVersion
     by_main: dict[str, dict[int, list[tuple]]] = field(default_factory=dict)  # schema -> main feature -> rows
 
-    def path_to(self, other: Version) -> str:
+    def path_to(self, other: SaeVersion) -> str:
         """`other`'s site root relative to this version's site root, URL-quoted, without a trailing slash."""
         rel = posixpath.relpath(other.site_path or ".", self.current.site_path or ".")
         return quote(rel)
@@ -50,7 +43,7 @@ def load_versions(store) -> Versions | None:
     listing = info.get("atlas_versions") or []
     if len(listing) < 2:
         return None
-    entries = [Version(str(e["name"]), str(e["slug"]), str(e["schema"]), str(e["site_path"])) for e in listing]
+    entries = [SaeVersion.from_info(e) for e in listing]
     schema = getattr(store, "schema", "main")
     current = next((e for e in entries if e.schema == schema), entries[0])
     out = Versions(entries, current)
@@ -68,26 +61,26 @@ def load_versions(store) -> Versions | None:
     return out
 
 
-def switcher(versions: Versions | None, urls: SiteUrls, page: str, feature_links: dict[str, int] | None = None
+def switcher(versions: Versions | None, links: PageUrls, feature_links: dict[str, int] | None = None
              ) -> tuple[VersionLink, ...]:
-    """One link per version: to the same page kind where a counterpart is known, else to that version's map."""
+    """One link per version, from the page `links` is bound to: to the same page where that is this version,
+    to the counterpart feature where one is known, else to that version's map."""
     if versions is None:
         return ()
     out = []
     for e in versions.entries:
-        base = urls.root_of(page) + versions.path_to(e).rstrip("/")
         target = (feature_links or {}).get(e.schema)
         if e == versions.current:
-            href = urls.root_of(page) + (page if page.endswith(".html") else urls.index)
+            href = links.to(links.page) if links.page.endswith(".html") else links.index
         elif target is not None:
-            href = urls.previous_feature(page, versions.path_to(e), target)
+            href = links.feature_in_site(versions.path_to(e), target)
         else:
-            href = f"{base}/{urls.index}"
+            href = links.in_site(versions.path_to(e), links.urls.index)
         out.append(VersionLink(e.name, href, e == versions.current))
     return tuple(out)
 
 
-def where_it_went(versions: Versions | None, n: int) -> list[tuple[Version, str, list[int], str]]:
+def where_it_went(versions: Versions | None, n: int) -> list[tuple[SaeVersion, str, list[int], str]]:
     """On the main site: per other version, (version, text, features there, detail) for main feature `n`."""
     if versions is None or versions.current.site_path != "":
         return []

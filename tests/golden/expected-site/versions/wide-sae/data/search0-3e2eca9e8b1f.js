@@ -1,0 +1,1 @@
+ATLAS_SEARCH_SHARD(0,0,"point change (f0)\tways womanly research\ttokens:change\nlot information (f1)\tprogramed body offices\ttokens:information\nbusiness week (f2)\tcompanyed waterly backs\ttokens:week\nside water (f3)\tpower cars airer\ttokens:water\nkid result (f4)\tday case :\ttokens:result\nwoman number (f5)\tquestion moneyly lawer\ttokens:number");
