@@ -33,10 +33,10 @@ chromium:
 test: venv chromium
 	$(PY) -m pytest -q
 
-# After a change meant to alter the pages: render the golden site again into tests/golden/expected-site/,
+# After a change meant to alter the pages: render the golden site again into tests/site/golden/expected-site/,
 # then review its diff before committing it.
 golden: venv
-	$(PY) -m tests.golden regenerate
+	$(PY) -m tests.site.golden regenerate
 
 bench: venv
 	$(PY) benchmarks/harvest.py

@@ -33,11 +33,11 @@ os.environ.setdefault("TRANSFORMERS_OFFLINE", "1")
 import numpy as np  # noqa: E402
 import torch  # noqa: E402
 
-from atlas.activations import ActivationCache, stream_from_array, stream_from_model  # noqa: E402
+from atlas.lm.activations import ActivationCache, stream_from_array, stream_from_model  # noqa: E402
 from atlas.config import HarvestSection  # noqa: E402
 from atlas.corpus import TokenizedCorpus, iter_documents, special_tokens, tokenize  # noqa: E402
 from atlas.harvest import Harvester  # noqa: E402
-from atlas.models import load_model  # noqa: E402
+from atlas.lm.adapter import load_model  # noqa: E402
 from atlas.saes import load_sae  # noqa: E402
 from peer.inputs import as_corpus, prepare, random_directions, write_sae  # noqa: E402
 

@@ -3,7 +3,7 @@
     .venv/bin/python benchmarks/site.py --sizes 16000,100000
     .venv/bin/python benchmarks/site.py --rebuild 16384 [--profile]
 
-Stores are synthetic (tests/synthetic_store.py). Above --full-up-to features each feature keeps fewer
+Stores are synthetic (tests/helpers/synthetic_store.py). Above --full-up-to features each feature keeps fewer
 examples (10 top, 5x2 interval, 4 random, ±8 tokens) so the 100k site fits a laptop disk; the figures
 say which was used.
 
@@ -34,7 +34,7 @@ import time
 from pathlib import Path
 
 ROOT = Path(__file__).resolve().parents[1]
-sys.path.insert(0, str(ROOT / "tests"))
+sys.path.insert(0, str(ROOT / "tests" / "helpers"))
 
 from atlas.site import render_site  # noqa: E402
 from atlas.site.env import DEFAULT_TEMPLATES  # noqa: E402

@@ -12,7 +12,7 @@ import torch
 from atlas.cli import main as cli_main
 from atlas.config import load_config
 from atlas.errors import AtlasError, CorpusError, DimensionError, ModelError, SaeFormatError
-from atlas.models import load_model
+from atlas.lm.adapter import load_model
 from atlas.pipeline import build
 from atlas.saes import load_sae
 from atlas.store import Store
@@ -296,7 +296,7 @@ def test_an_atlas_builds_from_every_format(fmt, workspace, tmp_path):
 
 def test_an_ambiguous_hook_is_picked_by_measured_fvu(workspace, tmp_path):
     """A sparsify `layers.1` folder may mean block 1's output or (older releases) its input: the build measures both."""
-    from atlas.activations import stream_from_model
+    from atlas.lm.activations import stream_from_model
     from atlas.corpus import iter_documents, special_tokens, tokenize
 
     save_tiny("llama", tmp_path / "model")

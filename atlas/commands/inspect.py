@@ -12,7 +12,7 @@ def inspect_text(store: Store, text: str, top: int = 15) -> list[dict]:
     """Run the atlas's model and SAE on `text`; the features that fire most, with labels and pages."""
     import torch
 
-    from atlas.models import load_model
+    from atlas.lm.adapter import load_model
     from atlas.saes import load_sae
 
     info = store.info()

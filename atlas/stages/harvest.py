@@ -10,7 +10,7 @@ from typing import TYPE_CHECKING
 
 import numpy as np
 
-from atlas.activations import length_order, stream_from_array, stream_from_model
+from atlas.lm.activations import length_order, stream_from_array, stream_from_model
 from atlas.corpus import TokenizedCorpus
 from atlas.stages.inputs import SharedInputs
 from atlas.stages.run import Keyed, Outcome, StoreLedger, VersionRun, input_key, run_keyed
@@ -18,7 +18,7 @@ from atlas.store import Store, frames
 
 if TYPE_CHECKING:
     from atlas.harvest import Harvester
-    from atlas.models import ModelAdapter
+    from atlas.lm.adapter import ModelAdapter
     from atlas.saes import SaeWeights
 
 

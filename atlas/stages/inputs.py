@@ -10,7 +10,7 @@ from typing import TYPE_CHECKING
 
 import numpy as np
 
-from atlas.activations import ActivationCache, model_identity, sample_sequences, stream_from_model
+from atlas.lm.activations import ActivationCache, model_identity, sample_sequences, stream_from_model
 from atlas.config import Config
 from atlas.corpus import TokenizedCorpus, files_hash, iter_documents, special_tokens, tokenize
 from atlas.errors import ConfigError, DimensionError
@@ -19,7 +19,7 @@ from atlas.stages.run import CacheLedger, Keyed, Outcome, Reporter, Status, inpu
 if TYPE_CHECKING:
     import torch
 
-    from atlas.models import ModelAdapter
+    from atlas.lm.adapter import ModelAdapter
     from atlas.saes import SaeWeights
 
 
@@ -118,7 +118,7 @@ def tokens(cfg: Config, model: ModelAdapter, candidates: list[SaeWeights], cache
 
 def _precomputed(cfg: Config, candidates: list[SaeWeights], report: Reporter) -> Tokens:
     """Tokens and activations a user computed elsewhere: the model is never run on the corpus."""
-    from atlas.activations import load_precomputed
+    from atlas.lm.activations import load_precomputed
 
     t0 = time.perf_counter()
     path = cfg.resolve(cfg.corpus.activations)

@@ -6,7 +6,7 @@ from typing import TYPE_CHECKING
 
 import numpy as np
 
-from atlas.activations import model_identity
+from atlas.lm.activations import model_identity
 from atlas.stages.harvest import write_vocab
 from atlas.stages.inputs import SharedInputs
 from atlas.stages.run import Keyed, Outcome, StoreLedger, VersionRun, run_keyed

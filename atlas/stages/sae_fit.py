@@ -8,7 +8,7 @@ import time
 from dataclasses import dataclass
 from typing import TYPE_CHECKING
 
-from atlas.activations import sample_sequences, stream_from_model
+from atlas.lm.activations import sample_sequences, stream_from_model
 from atlas.config import FVU_WARNING, Config
 from atlas.errors import AtlasError, ConfigError, DimensionError
 from atlas.stages.inputs import SharedInputs, sample_activations
@@ -16,7 +16,7 @@ from atlas.stages.run import Reporter, Status, VersionRun
 
 if TYPE_CHECKING:
     from atlas.corpus import TokenizedCorpus
-    from atlas.models import ModelAdapter
+    from atlas.lm.adapter import ModelAdapter
     from atlas.saes import SaeWeights
 
 
@@ -46,7 +46,7 @@ def load_candidates(cfg: Config) -> list[SaeWeights]:
 
 def load_model_at_hook(cfg: Config, candidates: list[SaeWeights], report: Reporter) -> HookChoice:
     """The model, stopped at the hook the config names, else the one the SAE's metadata names."""
-    from atlas.models import load_model
+    from atlas.lm.adapter import load_model
 
     t0 = time.perf_counter()
     sae_hook = candidates[0].hook if candidates else None
@@ -69,8 +69,8 @@ def pick_hook(cfg: Config, candidates: list[SaeWeights], at: HookChoice, corpus:
     """
     import torch
 
-    from atlas.hooks import resolve_hook
-    from atlas.models import ModelAdapter
+    from atlas.lm.hooks import resolve_hook
+    from atlas.lm.adapter import ModelAdapter
     from atlas.saes.check import pick_by_fvu
 
     if not candidates or cfg.sae.hook or cfg.model.hook or cfg.corpus.activations:

@@ -88,9 +88,9 @@ def prepare(work: Path, prompts: int, seq: int, d_sae: int, l0: int, seed: int) 
     worst case for any top-k bookkeeping); per-feature thresholds at the (1 - l0/d_sae) quantile of this
     corpus's pre-activations give a trained SAE's sparsity with random directions.
     """
-    from atlas.activations import stream_from_model
+    from atlas.lm.activations import stream_from_model
     from atlas.corpus import TokenizedCorpus
-    from atlas.models import load_model
+    from atlas.lm.adapter import load_model
 
     model_dir = write_gpt2(work / "gpt2-random", seed)
     gen = torch.Generator().manual_seed(seed + 1)

@@ -9,7 +9,7 @@ import numpy as np
 import pytest
 import torch
 
-from atlas.models import load_model
+from atlas.lm.adapter import load_model
 from sae_writers import save_safetensors, write_json
 from tiny_models import save_tiny
 

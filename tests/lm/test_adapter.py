@@ -6,8 +6,8 @@ import pytest
 import torch
 
 from atlas.errors import ModelError
-from atlas.hooks import resolve_hook
-from atlas.models import ModelAdapter, load_model
+from atlas.lm.hooks import resolve_hook
+from atlas.lm.adapter import ModelAdapter, load_model
 from tiny_models import N_LAYERS, SENTENCE, TEXT, save_tiny, tiny_config  # noqa: F401
 
 ARCHS = ["gpt2", "llama", "gemma2", "qwen2", "bert"]
@@ -125,7 +125,7 @@ def test_logit_effects_agree_with_brute_force(folders, arch, monkeypatch):
     adapter = load_model(folders[arch], "hidden_states.1")
     W_U, scale = adapter.unembed()
     W_dec = torch.randn(37, 16)
-    monkeypatch.setattr("atlas.models._CHUNK_ELEMENTS", W_U.shape[1] * 5)  # several chunks, one ragged
+    monkeypatch.setattr("atlas.lm.adapter._CHUNK_ELEMENTS", W_U.shape[1] * 5)  # several chunks, one ragged
     pos_ids, pos_vals, neg_ids, neg_vals = adapter.logit_effects(W_dec, k=5)
     logits = W_dec @ torch.diag(scale) @ W_U
     order = logits.argsort(dim=1, descending=True)

@@ -1,10 +1,10 @@
-"""The golden site: a small hand-filled store, rendered, against the committed copy in `tests/golden/expected-site/`.
+"""The golden site: a small hand-filled store, rendered, against the committed copy in `tests/site/golden/expected-site/`.
 
 The store holds ten features (one dead, hostile text in labels and tokens), a three-level cluster tree, a
 comparison with a previous atlas and a second SAE version, so every page kind and every kind of link is
 written. After a change meant to alter the pages, regenerate the copy and review its diff:
 
-    make golden        (or: python -m tests.golden regenerate)
+    make golden        (or: python -m tests.site.golden regenerate)
 
 Third-party files the site copies as they are (plotly.min.js) are left out of the copy: the test checks that
 each is the file it was copied from, which keeps the copy small.
@@ -24,7 +24,7 @@ from synthetic_store import add_comparison, list_versions, make_synthetic_store
 
 from atlas.site import render_site
 
-GOLDEN = Path(__file__).resolve().parent / "golden" / "expected-site"
+GOLDEN = Path(__file__).resolve().parents[1] / "site" / "golden" / "expected-site"
 # Vendored third-party files, by site path: not committed, compared with their source instead.
 VENDORED = ("static/plotly-*.min.js", "versions/*/static/plotly-*.min.js")
 EPOCH = "1700000000"
@@ -130,7 +130,7 @@ def regenerate(golden: Path = GOLDEN) -> Path:
 
 def main(argv: list[str]) -> int:
     if argv != ["regenerate"]:
-        print("usage: python -m tests.golden regenerate", file=sys.stderr)
+        print("usage: python -m tests.site.golden regenerate", file=sys.stderr)
         return 2
     golden = regenerate()
     files = _files(golden)

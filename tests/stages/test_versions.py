@@ -11,7 +11,7 @@ import pytest
 
 from atlas.config import load_config
 from atlas.errors import ConfigError
-from atlas.models import load_model
+from atlas.lm.adapter import load_model
 from atlas.pipeline import build
 from atlas.store import Store
 from atlas_fixtures import workspace, write_config  # noqa: F401  (workspace: a fixture)

@@ -15,7 +15,7 @@ from synthetic_store import make_synthetic_store
 CHROMIUM = "/usr/bin/chromium"
 ARGS = ["--headless", "--no-sandbox", "--disable-gpu", "--disable-background-networking",
         "--disable-component-update"]
-SHOTS = Path(__file__).resolve().parents[1] / "test-output" / "screenshots"
+SHOTS = Path(__file__).resolve().parents[2] / "test-output" / "screenshots"
 N_FEATURES = 300
 
 pytestmark = [

@@ -6,7 +6,7 @@ import torch.nn.functional as F
 import transformers as T
 
 from atlas.errors import ModelError
-from atlas.hooks import Family, capture, describe_layout, resolve_hook
+from atlas.lm.hooks import Family, capture, describe_layout, resolve_hook
 
 N_LAYERS = 3
 VOCAB = 64
