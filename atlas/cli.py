@@ -86,10 +86,17 @@ def _export(args) -> int:
     return 0
 
 
+def _version() -> str:
+    import atlas
+
+    return atlas.__version__
+
+
 def main(argv: list[str] | None = None) -> int:
     os.environ.setdefault("HF_HUB_OFFLINE", "1")
     os.environ.setdefault("TRANSFORMERS_OFFLINE", "1")
     parser = argparse.ArgumentParser(prog="atlas", description="Explain every feature of an SAE as a static website.")
+    parser.add_argument("--version", action="version", version=f"%(prog)s {_version()}")
     sub = parser.add_subparsers(dest="command", required=True)
     b = sub.add_parser("build", help="build an atlas (store + site) from a TOML config; no config: the demo")
     b.add_argument("config", nargs="?", help="the TOML config (default: the embedded demo)")
@@ -123,6 +130,15 @@ def main(argv: list[str] | None = None) -> int:
     except KeyboardInterrupt:
         print("interrupted; finished stages are kept and the next build resumes", file=sys.stderr)
         return 130
+    except BrokenPipeError:
+        # The reader went away (`atlas search ... | head -1`): stop quietly, as other commands do.
+        os.dup2(os.open(os.devnull, os.O_WRONLY), sys.stdout.fileno())
+        return 141
+    except OSError as exc:
+        where = f" ({exc.filename})" if getattr(exc, "filename", None) else ""
+        print(f"error: {exc.strerror or exc}{where}; check that the path exists, is writable and that the disk has "
+              "room; finished stages are kept", file=sys.stderr)
+        return 2
 
 
 if __name__ == "__main__":

@@ -26,3 +26,11 @@ def _seed_everything():
     except ImportError:  # rendering-only environments
         pass
     yield
+
+
+def pytest_terminal_summary(terminalreporter):
+    """A skipped browser test is easy to miss in a line of dots: name it at the end of the run."""
+    skipped = [r for r in terminalreporter.stats.get("skipped", []) if "browser" in getattr(r, "keywords", {})]
+    if skipped:
+        terminalreporter.section("BROWSER TESTS SKIPPED", sep="!", red=True, bold=True)
+        terminalreporter.line(f"{len(skipped)} browser tests did not run: {skipped[0].longrepr[-1]}", red=True)
