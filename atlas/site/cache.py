@@ -9,7 +9,7 @@ There are two files per block of features. One holds the example scripts and the
 line (where each piece lies), then the pieces as UTF-8, which go into the site without being decoded. Its
 name is a hash of the caller's key for the store's content, the block's bounds, the short window and the
 rendering code, so a changed store, setting or code simply misses. The other holds the block's page
-contexts (pickled: this folder is the user's own, like the activations beside it); its name also covers the
+contexts (tagged JSON that can build only the site's own record types: `context_codec`); its name also covers the
 store's facts and the content-hashed paths of the assets the pages link to, so a changed stylesheet or script
 misses it while a changed template does not. After a render, files it did not use are deleted.
 """
@@ -20,12 +20,12 @@ import hashlib
 import json
 import mmap
 import os
-import pickle
 from pathlib import Path
 
 import numpy as np
 from markupsafe import Markup
 
+from atlas.site import context_codec
 from atlas.site.feature_data import FeatureHtml
 from atlas.site.marker import pages_key, site_code_digest
 from atlas.site.tokens import ExampleScripts
@@ -68,15 +68,15 @@ class FeatureCache:
             size = int.from_bytes(data[:8], "little")
             if len(data) != 8 + size:  # cut short: build them again
                 return None
-            pages = pickle.loads(data[8:])
-        except (OSError, pickle.UnpicklingError, EOFError, ValueError, AttributeError, ImportError):
+            pages = context_codec.loads(data[8:])
+        except (OSError, context_codec.CodecError):
             return None
         return pages if isinstance(pages, list) and len(pages) == hi - lo else None
 
     def save_pages(self, lo: int, hi: int, pages: list) -> None:
         name = self.pages_name(lo, hi)
         if name is not None:
-            body = pickle.dumps(pages, protocol=pickle.HIGHEST_PROTOCOL)
+            body = context_codec.dumps(pages)
             self._put(name, [len(body).to_bytes(8, "little"), body])
 
     def _put(self, name: str, parts: list[bytes]) -> None:

@@ -451,3 +451,39 @@ def test_a_rebuild_with_nothing_changed_keeps_the_site_and_a_template_change_ren
     after = _mtimes(site)
     assert (site / "index.html").read_text().endswith("<!-- edited -->\n")
     assert {p for p in after if after[p] != before.get(p)} == {p for p in after if p.endswith(".html")} | {MARKER}
+
+
+def test_a_page_context_file_holding_a_pickle_is_never_run(store, tmp_path):
+    import pickle
+
+    cache = tmp_path / "cache"
+    render_site(store, tmp_path / "cold", key="k", cache_dir=cache)
+    witness = tmp_path / "ran"
+
+    class Payload:
+        def __reduce__(self):
+            return (open, (str(witness), "w"))
+
+    for f in (cache / "site-html").glob("*.pages-cache"):
+        body = pickle.dumps([Payload()])
+        f.write_bytes(len(body).to_bytes(8, "little") + body)
+    render_site(store, tmp_path / "again", key="k", cache_dir=cache)
+    assert not witness.exists()
+    assert _digest(tmp_path / "again") == _digest(tmp_path / "cold")
+
+
+def test_the_cache_codec_builds_only_the_sites_record_types():
+    # A warm render equal to an uncached one (above) is the round trip; here, what it refuses.
+    from markupsafe import Markup
+
+    from atlas.site import context_codec
+    from atlas.site.pages.common import Link
+
+    value = [Link("a <b>", "x.html"), (1, 2.5, float("nan")), {3: Markup("<i>x</i>")}, None]
+    back = context_codec.loads(context_codec.dumps(value))
+    assert back[0] == value[0] and isinstance(back[0], Link) and back[1][:2] == (1, 2.5) and back[1][2] != back[1][2]
+    assert back[2] == {3: Markup("<i>x</i>")} and isinstance(back[2][3], Markup)
+    for hostile in (b'{"@": "os:system", "v": ["true"]}', b'{"@": "atlas.site.urls:SiteUrls", "v": []}',
+                    b'{"@": "builtins:eval", "v": ["1"]}'):
+        with pytest.raises(context_codec.CodecError):
+            context_codec.loads(hostile)
