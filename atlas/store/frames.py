@@ -50,7 +50,8 @@ def examples_table(res: HarvestResult, tokens: np.ndarray, seq_starts: np.ndarra
     lo = np.maximum(g - window, seq_starts[seq])
     hi = np.minimum(g + window + 1, seq_starts[seq + 1])
     lengths = (hi - lo).astype(np.int64)
-    offsets = np.concatenate([[0], np.cumsum(lengths)]).astype(np.int32)
+    # 64-bit offsets: at ~800k features the windows' elements pass 2**31.
+    offsets = np.concatenate([[0], np.cumsum(lengths)]).astype(np.int64)
     # flat positions of every kept window element, without a Python loop over rows
     row = np.repeat(np.arange(len(g)), lengths)
     within = np.arange(offsets[-1]) - offsets[:-1][row]
@@ -62,8 +63,8 @@ def examples_table(res: HarvestResult, tokens: np.ndarray, seq_starts: np.ndarra
         "feature": cols["feature"], "kind": cols["kind"], "bucket": cols["bucket"], "rank": cols["rank"],
         "seq": seq.astype(np.int32), "pos": (g - seq_starts[seq]).astype(np.int32),
         "value": cols["value"], "focus": (g - lo).astype(np.int32),
-        "token_ids": pa.ListArray.from_arrays(pa.array(offsets), pa.array(flat_tok)),
-        "acts": pa.ListArray.from_arrays(pa.array(offsets), pa.array(flat_act)),
+        "token_ids": pa.LargeListArray.from_arrays(pa.array(offsets), pa.array(flat_tok)),
+        "acts": pa.LargeListArray.from_arrays(pa.array(offsets), pa.array(flat_act)),
     })
 
 
