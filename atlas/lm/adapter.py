@@ -126,22 +126,28 @@ class ModelAdapter:
     ) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor, torch.Tensor] | None:
         """Top-k promoted and suppressed tokens per decoder row: (pos_ids, pos_vals, neg_ids, neg_vals), each [F,k].
 
-        Values are the direct effect before any logit soft-capping (Gemma 2), which is monotonic and keeps the order.
+        A row d gets the logits the unembedding gives the model's own final norm applied to d, less those it gives
+        the norm applied to zero (a LayerNorm's bias, the same for every feature): `W_U·(norm(d) − norm(0))`.
+        Through an RMSNorm that is `lm_head(norm(d))`, the logits of a residual stream pointing along d, whatever
+        d's length (the norm's epsilon aside). Values are before any logit soft-capping (Gemma 2), which is
+        monotonic and keeps the order. None when the model has no LM head.
         """
         unembed = self.unembed()
         if unembed is None:
             return None
-        W_U, scale = unembed
+        W_U, _gain = unembed
+        norm = self.model.get_submodule(self.layout.final_norm) if self.layout.final_norm else None
         rows = W_dec.detach().to(W_U.device, torch.float32)
-        if scale is not None:
-            rows = rows * scale
         vocab = W_U.shape[1]
         k = min(k, vocab)
         step = max(1, _CHUNK_ELEMENTS // vocab)
         out: list[list[torch.Tensor]] = [[], [], [], []]
         with torch.inference_mode():
+            offset = norm(torch.zeros_like(rows[:1])).float() if norm is not None else 0.0
             for start in range(0, rows.shape[0], step):
-                logits = rows[start : start + step] @ W_U
+                chunk = rows[start : start + step]
+                normed = norm(chunk).float() - offset if norm is not None else chunk
+                logits = normed @ W_U
                 top = logits.topk(k, dim=1)
                 bottom = logits.topk(k, dim=1, largest=False)
                 for acc, t in zip(out, (top.indices, top.values, bottom.indices, bottom.values)):
