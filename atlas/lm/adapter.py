@@ -122,7 +122,7 @@ class ModelAdapter:
         return self._unembed  # type: ignore[return-value]
 
     def logit_effects(
-        self, W_dec: torch.Tensor, k: int = 10
+        self, W_dec: torch.Tensor, k: int = 10, after_norm: bool = False
     ) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor, torch.Tensor] | None:
         """Top-k promoted and suppressed tokens per decoder row: (pos_ids, pos_vals, neg_ids, neg_vals), each [F,k].
 
@@ -130,13 +130,15 @@ class ModelAdapter:
         the norm applied to zero (a LayerNorm's bias, the same for every feature): `W_U·(norm(d) − norm(0))`.
         Through an RMSNorm that is `lm_head(norm(d))`, the logits of a residual stream pointing along d, whatever
         d's length (the norm's epsilon aside). Values are before any logit soft-capping (Gemma 2), which is
-        monotonic and keeps the order. None when the model has no LM head.
+        monotonic and keeps the order. With `after_norm` the rows already live after the final norm (an SAE read
+        there) and go straight to the unembedding. None when the model has no LM head.
         """
         unembed = self.unembed()
         if unembed is None:
             return None
         W_U, _gain = unembed
-        norm = self.model.get_submodule(self.layout.final_norm) if self.layout.final_norm else None
+        final = self.layout.final_norm
+        norm = self.model.get_submodule(final) if final and not after_norm else None
         rows = W_dec.detach().to(W_U.device, torch.float32)
         vocab = W_U.shape[1]
         k = min(k, vocab)
