@@ -87,7 +87,7 @@ class ModelAdapter:
         self.layout: Layout = describe_layout(model)
         self.n_layers = self.layout.n_layers
         self.bos_token_id: int | None = getattr(tokenizer, "bos_token_id", None)
-        self._pieces = _PieceDisplay(tokenizer)
+        self._pieces = PieceDisplay(tokenizer)
         self._unembed = _NOT_YET
         self.device = next(model.parameters()).device
         # Measured rather than derived from the config: MLP, z and norm hooks each have their own width.
@@ -192,7 +192,7 @@ def _byte_alphabet() -> dict[str, int]:
     return table
 
 
-class _PieceDisplay:
+class PieceDisplay:
     """Turns token ids into display strings following the tokenizer's own decoder (WordPiece, byte-level, ▁)."""
 
     def __init__(self, tokenizer):
