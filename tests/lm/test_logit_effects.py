@@ -79,3 +79,14 @@ def test_a_layer_norm_ignores_the_rows_mean(adapters):
 def test_dead_features_zero_rows_have_zero_effects(adapters):
     _, pos_vals, _, neg_vals = adapters["gpt2"].logit_effects(torch.zeros(3, 16), k=4)
     assert float(pos_vals.abs().max()) == 0.0 and float(neg_vals.abs().max()) == 0.0
+
+
+def test_rows_read_after_the_final_norm_go_straight_to_the_unembedding(adapters):
+    adapter = adapters["llama"]
+    W_dec = torch.randn(5, 16)
+    ids, vals, neg_ids, neg_vals = adapter.logit_effects(W_dec, k=4, after_norm=True)
+    with torch.inference_mode():
+        direct = adapter.model.lm_head(W_dec)
+    torch.testing.assert_close(vals, direct.topk(4, dim=1).values, rtol=1e-4, atol=1e-4)
+    assert torch.equal(ids, direct.topk(4, dim=1).indices)
+    assert torch.equal(neg_ids, direct.topk(4, dim=1, largest=False).indices)

@@ -21,7 +21,7 @@ from atlas.store import Store
 from atlas_fixtures import workspace, write_config, write_sae  # noqa: F401  (workspace: a fixture)
 from logit_checks import check_logit_effects
 from sae_writers import write_kissane
-from tiny_models import save_tiny
+from tiny_models import N_LAYERS, save_tiny
 
 
 def run_stage(root: Path, model, sae) -> dict:
@@ -102,3 +102,11 @@ def test_a_kissane_hook_z_atlas_says_why_on_its_feature_pages(workspace, tmp_pat
     section = section[: section.index("</section>")]
     assert note.replace("'", "&#39;") in section
     assert "promoted" not in section and "<table" not in section
+
+
+def test_an_sae_after_the_final_norm_reads_its_effects_without_the_norm(workspace):
+    from atlas.lm.hooks import Space
+
+    model = load_model(workspace / "model", f"hidden_states.{N_LAYERS}")  # after the tiny GPT-2's ln_f
+    assert model.hook_spec.space is Space.FINAL_NORM
+    assert stage.decoder_space(model, sae_of(torch.randn(4, 16))) == (Space.FINAL_NORM, None)
