@@ -29,6 +29,17 @@ def inspect_text(store: Store, text: str, top: int = 15) -> list[dict]:
     """Run the atlas's model and SAE on `text`; the features that fire most, with labels and pages."""
     import torch
 
+    threads = torch.get_num_threads()
+    torch.set_num_threads(1)  # a few dozen tokens: a second thread costs more in start-up and handoffs than it saves
+    try:
+        return _inspect(store, text, top)
+    finally:
+        torch.set_num_threads(threads)
+
+
+def _inspect(store: Store, text: str, top: int) -> list[dict]:
+    import torch
+
     from atlas.saes import load_sae
 
     info = store.info()
@@ -46,12 +57,7 @@ def inspect_text(store: Store, text: str, top: int = 15) -> list[dict]:
     if not pieces:
         return []
     p = len(prefix)
-    threads = torch.get_num_threads()
-    torch.set_num_threads(1)  # a few dozen tokens: a second thread costs more in handoffs than it saves
-    try:
-        acts = torch.cat([reader.activations(prefix + piece + suffix)[p : p + len(piece)] for piece in pieces])
-    finally:
-        torch.set_num_threads(threads)
+    acts = torch.cat([reader.activations(prefix + piece + suffix)[p : p + len(piece)] for piece in pieces])
     f = sae.encode(acts)
     tokens = reader.token_strings(ids)
     peak, where = f.max(dim=0)

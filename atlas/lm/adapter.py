@@ -202,13 +202,12 @@ class PieceDisplay:
         backend = getattr(tokenizer, "backend_tokenizer", None)
         if backend is None:
             return
-        spec = json.loads(backend.to_str())
-        decoder = spec.get("decoder") or {}
+        # Only the decoder is serialised: the whole pipeline's JSON holds the vocabulary (tens of ms to write and read).
+        decoder = json.loads(backend.decoder.__getstate__()) if backend.decoder is not None else {}
         kinds = {d.get("type") for d in decoder.get("decoders", [decoder])}
-        model = spec.get("model") or {}
-        if "WordPiece" in kinds or model.get("type") == "WordPiece":
+        if "WordPiece" in kinds or type(backend.model).__name__ == "WordPiece":
             self.scheme = "wordpiece"
-            self.prefix = decoder.get("prefix") or model.get("continuing_subword_prefix") or "##"
+            self.prefix = decoder.get("prefix") or getattr(backend.model, "continuing_subword_prefix", None) or "##"
         elif "ByteLevel" in kinds:
             self.scheme, self.bytes = "bytelevel", _byte_alphabet()
         elif "Metaspace" in kinds or any(
