@@ -37,5 +37,6 @@ def check_logit_effects(adapter, W_dec: torch.Tensor, k: int = 10, rtol: float =
             assert bool((signed[:-1] >= signed[1:] - tol).all()), f"row {i}: not in order"
             rest = torch.ones_like(direct, dtype=torch.bool)
             rest[ids] = False
-            assert float((sign * direct[rest]).max()) <= float(signed[-1]) + tol, f"row {i}: a stronger token is missing"
+            missing = float((sign * direct[rest]).max()) > float(signed[-1]) + tol
+            assert not missing, f"row {i}: a stronger token is missing"
     return int(W_dec.shape[0])

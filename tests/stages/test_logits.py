@@ -17,7 +17,7 @@ from atlas.saes.record import SaeWeights
 from atlas.stages import logits as stage
 from atlas.stages.run import Reporter, VersionRun
 from atlas.stages.versions import version_entries
-from atlas.store import Store
+from atlas.store import Store, queries
 from atlas_fixtures import workspace, write_config, write_sae  # noqa: F401  (workspace: a fixture)
 from logit_checks import check_logit_effects
 from sae_writers import write_kissane
@@ -31,7 +31,7 @@ def run_stage(root: Path, model, sae) -> dict:
         run = VersionRun(cfg, version_entries(cfg)[0], store, Reporter(lambda *a: None, False), root / "site")
         stage.logits(SimpleNamespace(model=model), run, sae)
         info = store.info()
-        info["rows"] = store.query("SELECT feature, sign, rank, token_id, value FROM logits ORDER BY feature, sign, rank")
+        info["rows"] = queries.logit_effects(store)
     return info
 
 
@@ -81,7 +81,8 @@ def test_a_transcoder_is_judged_by_the_hook_it_writes(workspace):
 
 def test_a_decoder_of_another_width_or_an_encoder_gets_its_own_sentence(workspace, tmp_path):
     model = load_model(workspace / "model", "blocks.1.hook_resid_post")
-    assert "decoder has 12 dimensions and the residual stream 16" in stage.decoder_space(model, sae_of(torch.randn(4, 12)))[1]
+    narrow = sae_of(torch.randn(4, 12))
+    assert "decoder has 12 dimensions and the residual stream 16" in stage.decoder_space(model, narrow)[1]
     bert = load_model(save_tiny("bert", tmp_path / "bert"), "hidden_states.1")
     assert stage.decoder_space(bert, sae_of(torch.randn(4, 16)))[1] == stage.NO_HEAD
 
