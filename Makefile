@@ -44,6 +44,7 @@ bench: venv
 	$(PY) benchmarks/harvest.py
 	$(PY) benchmarks/analysis.py
 	$(PY) benchmarks/site.py
+	$(PY) benchmarks/model_pass.py
 
 clean:
 	rm -rf site atlas.duckdb .cache test-output

@@ -87,7 +87,7 @@ class ModelAdapter:
         self.layout: Layout = describe_layout(model)
         self.n_layers = self.layout.n_layers
         self.bos_token_id: int | None = getattr(tokenizer, "bos_token_id", None)
-        self._pieces = _PieceDisplay(tokenizer)
+        self._pieces = PieceDisplay(tokenizer)
         self._unembed = _NOT_YET
         self.device = next(model.parameters()).device
         # Measured rather than derived from the config: MLP, z and norm hooks each have their own width.
@@ -122,26 +122,34 @@ class ModelAdapter:
         return self._unembed  # type: ignore[return-value]
 
     def logit_effects(
-        self, W_dec: torch.Tensor, k: int = 10
+        self, W_dec: torch.Tensor, k: int = 10, after_norm: bool = False
     ) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor, torch.Tensor] | None:
         """Top-k promoted and suppressed tokens per decoder row: (pos_ids, pos_vals, neg_ids, neg_vals), each [F,k].
 
-        Values are the direct effect before any logit soft-capping (Gemma 2), which is monotonic and keeps the order.
+        A row d gets the logits the unembedding gives the model's own final norm applied to d, less those it gives
+        the norm applied to zero (a LayerNorm's bias, the same for every feature): `W_U·(norm(d) − norm(0))`.
+        Through an RMSNorm that is `lm_head(norm(d))`, the logits of a residual stream pointing along d, whatever
+        d's length (the norm's epsilon aside). Values are before any logit soft-capping (Gemma 2), which is
+        monotonic and keeps the order. With `after_norm` the rows already live after the final norm (an SAE read
+        there) and go straight to the unembedding. None when the model has no LM head.
         """
         unembed = self.unembed()
         if unembed is None:
             return None
-        W_U, scale = unembed
+        W_U, _gain = unembed
+        final = self.layout.final_norm
+        norm = self.model.get_submodule(final) if final and not after_norm else None
         rows = W_dec.detach().to(W_U.device, torch.float32)
-        if scale is not None:
-            rows = rows * scale
         vocab = W_U.shape[1]
         k = min(k, vocab)
         step = max(1, _CHUNK_ELEMENTS // vocab)
         out: list[list[torch.Tensor]] = [[], [], [], []]
         with torch.inference_mode():
+            offset = norm(torch.zeros_like(rows[:1])).float() if norm is not None else 0.0
             for start in range(0, rows.shape[0], step):
-                logits = rows[start : start + step] @ W_U
+                chunk = rows[start : start + step]
+                normed = norm(chunk).float() - offset if norm is not None else chunk
+                logits = normed @ W_U
                 top = logits.topk(k, dim=1)
                 bottom = logits.topk(k, dim=1, largest=False)
                 for acc, t in zip(out, (top.indices, top.values, bottom.indices, bottom.values)):
@@ -184,7 +192,7 @@ def _byte_alphabet() -> dict[str, int]:
     return table
 
 
-class _PieceDisplay:
+class PieceDisplay:
     """Turns token ids into display strings following the tokenizer's own decoder (WordPiece, byte-level, ▁)."""
 
     def __init__(self, tokenizer):
@@ -194,13 +202,12 @@ class _PieceDisplay:
         backend = getattr(tokenizer, "backend_tokenizer", None)
         if backend is None:
             return
-        spec = json.loads(backend.to_str())
-        decoder = spec.get("decoder") or {}
+        # Only the decoder is serialised: the whole pipeline's JSON holds the vocabulary (tens of ms to write and read).
+        decoder = json.loads(backend.decoder.__getstate__()) if backend.decoder is not None else {}
         kinds = {d.get("type") for d in decoder.get("decoders", [decoder])}
-        model = spec.get("model") or {}
-        if "WordPiece" in kinds or model.get("type") == "WordPiece":
+        if "WordPiece" in kinds or type(backend.model).__name__ == "WordPiece":
             self.scheme = "wordpiece"
-            self.prefix = decoder.get("prefix") or model.get("continuing_subword_prefix") or "##"
+            self.prefix = decoder.get("prefix") or getattr(backend.model, "continuing_subword_prefix", None) or "##"
         elif "ByteLevel" in kinds:
             self.scheme, self.bytes = "bytelevel", _byte_alphabet()
         elif "Metaspace" in kinds or any(

@@ -39,6 +39,18 @@ class Norm(enum.Enum):
     RMS_NORM = "rms_norm"
 
 
+class Space(enum.Enum):
+    """Which space an activation lives in: the residual stream's basis, where the unembedding can read a direction
+    directly, or one of the spaces inside a block. The value says what an SAE there reads, for sentences."""
+
+    RESIDUAL = "the residual stream"
+    HEADS = "attention heads' outputs before the output projection"
+    MLP_HIDDEN = "the MLP's hidden layer"
+    NORMALISED = "a layer norm's normalised input, without the norm's gain"
+    FINAL_NORM = "the final norm's output, after the residual stream has been normalised"
+    OTHER = "an activation inside a block, outside the residual stream"
+
+
 @dataclass(frozen=True)
 class HookSpec:
     """Where to read an activation: a module, its input or output, and which tuple element."""
@@ -51,6 +63,13 @@ class HookSpec:
     tuple_index: int = 0  # taken only when the value is a tuple (older HF layers return (hidden, ...))
     normalize: Norm = Norm.NONE
     eps: float = 0.0
+    space: Space = Space.OTHER
+
+    @property
+    def in_residual(self) -> bool:
+        """Whether the activation is a vector of the residual stream, so a decoder direction there has a direct
+        effect on the logits through the final norm and the unembedding."""
+        return self.space is Space.RESIDUAL
 
 
 @dataclass(frozen=True)
@@ -64,67 +83,69 @@ class Layout:
     trunk: str  # path of `model.base_model`, the root sparsify-style relative names hang from
 
 
-# TL suffix → (module path relative to the block, "" = the block itself; io; normalisation applied afterwards)
-_Entry = tuple[str, Io, Norm]
+# TL suffix → (module path relative to the block, "" = the block itself; io; normalisation applied afterwards;
+# the space the activation lives in)
+_Entry = tuple[str, Io, Norm, Space]
 _N, _LN, _RMS = Norm.NONE, Norm.LAYER_NORM, Norm.RMS_NORM
+_R, _Z, _H, _NS = Space.RESIDUAL, Space.HEADS, Space.MLP_HIDDEN, Space.NORMALISED
 
 _GPT2: dict[str, _Entry] = {
-    "hook_resid_pre": ("", "input", _N),
-    "hook_resid_mid": ("ln_2", "input", _N),
-    "hook_resid_post": ("", "output", _N),
-    "hook_attn_out": ("attn", "output", _N),
-    "hook_mlp_out": ("mlp", "output", _N),
-    "attn.hook_z": ("attn.c_proj", "input", _N),
-    "mlp.hook_pre": ("mlp.c_fc", "output", _N),
-    "mlp.hook_post": ("mlp.c_proj", "input", _N),
-    "ln1.hook_normalized": ("ln_1", "input", _LN),
-    "ln2.hook_normalized": ("ln_2", "input", _LN),
+    "hook_resid_pre": ("", "input", _N, _R),
+    "hook_resid_mid": ("ln_2", "input", _N, _R),
+    "hook_resid_post": ("", "output", _N, _R),
+    "hook_attn_out": ("attn", "output", _N, _R),
+    "hook_mlp_out": ("mlp", "output", _N, _R),
+    "attn.hook_z": ("attn.c_proj", "input", _N, _Z),
+    "mlp.hook_pre": ("mlp.c_fc", "output", _N, _H),
+    "mlp.hook_post": ("mlp.c_proj", "input", _N, _H),
+    "ln1.hook_normalized": ("ln_1", "input", _LN, _NS),
+    "ln2.hook_normalized": ("ln_2", "input", _LN, _NS),
 }
 
 _GATED_MLP: dict[str, _Entry] = {
-    "attn.hook_z": ("self_attn.o_proj", "input", _N),
-    "mlp.hook_pre": ("mlp.gate_proj", "output", _N),
-    "mlp.hook_pre_linear": ("mlp.up_proj", "output", _N),
-    "mlp.hook_post": ("mlp.down_proj", "input", _N),
-    "hook_resid_pre": ("", "input", _N),
-    "hook_resid_post": ("", "output", _N),
-    "hook_mlp_out": ("mlp", "output", _N),
+    "attn.hook_z": ("self_attn.o_proj", "input", _N, _Z),
+    "mlp.hook_pre": ("mlp.gate_proj", "output", _N, _H),
+    "mlp.hook_pre_linear": ("mlp.up_proj", "output", _N, _H),
+    "mlp.hook_post": ("mlp.down_proj", "input", _N, _H),
+    "hook_resid_pre": ("", "input", _N, _R),
+    "hook_resid_post": ("", "output", _N, _R),
+    "hook_mlp_out": ("mlp", "output", _N, _R),
 }
 
 _LLAMA: dict[str, _Entry] = {
     **_GATED_MLP,
     # Llama's `post_attention_layernorm` is the pre-MLP norm, so its input is resid_mid.
-    "hook_resid_mid": ("post_attention_layernorm", "input", _N),
-    "hook_attn_out": ("self_attn", "output", _N),
-    "ln1.hook_normalized": ("input_layernorm", "input", _RMS),
-    "ln2.hook_normalized": ("post_attention_layernorm", "input", _RMS),
+    "hook_resid_mid": ("post_attention_layernorm", "input", _N, _R),
+    "hook_attn_out": ("self_attn", "output", _N, _R),
+    "ln1.hook_normalized": ("input_layernorm", "input", _RMS, _NS),
+    "ln2.hook_normalized": ("post_attention_layernorm", "input", _RMS, _NS),
 }
 
 _GEMMA: dict[str, _Entry] = {
     **_GATED_MLP,
     # Gemma's post-norms sit on the sublayer outputs: what TL calls attn_out / mlp_out is what is added to the stream.
-    "hook_resid_mid": ("pre_feedforward_layernorm", "input", _N),
-    "hook_attn_out": ("post_attention_layernorm", "output", _N),
-    "hook_mlp_out": ("post_feedforward_layernorm", "output", _N),
-    "ln1.hook_normalized": ("input_layernorm", "input", _RMS),
-    "ln1_post.hook_normalized": ("post_attention_layernorm", "input", _RMS),
-    "ln2.hook_normalized": ("pre_feedforward_layernorm", "input", _RMS),
-    "ln2_post.hook_normalized": ("post_feedforward_layernorm", "input", _RMS),
+    "hook_resid_mid": ("pre_feedforward_layernorm", "input", _N, _R),
+    "hook_attn_out": ("post_attention_layernorm", "output", _N, _R),
+    "hook_mlp_out": ("post_feedforward_layernorm", "output", _N, _R),
+    "ln1.hook_normalized": ("input_layernorm", "input", _RMS, _NS),
+    "ln1_post.hook_normalized": ("post_attention_layernorm", "input", _RMS, _NS),
+    "ln2.hook_normalized": ("pre_feedforward_layernorm", "input", _RMS, _NS),
+    "ln2_post.hook_normalized": ("post_feedforward_layernorm", "input", _RMS, _NS),
 }
 
 _BERT: dict[str, _Entry] = {
-    "hook_resid_pre": ("", "input", _N),
+    "hook_resid_pre": ("", "input", _N, _R),
     # Post-LN: TL's resid_mid/resid_post are the sums *before* each LayerNorm; the block output is normalised.
-    "hook_resid_mid": ("attention.output.LayerNorm", "input", _N),
-    "hook_resid_post": ("output.LayerNorm", "input", _N),
-    "hook_normalized_resid_post": ("", "output", _N),
-    "hook_attn_out": ("attention.output.dense", "output", _N),
-    "hook_mlp_out": ("output.dense", "output", _N),
-    "attn.hook_z": ("attention.output.dense", "input", _N),
-    "mlp.hook_pre": ("intermediate.dense", "output", _N),
-    "mlp.hook_post": ("output.dense", "input", _N),
-    "ln1.hook_normalized": ("attention.output.LayerNorm", "input", _LN),
-    "ln2.hook_normalized": ("output.LayerNorm", "input", _LN),
+    "hook_resid_mid": ("attention.output.LayerNorm", "input", _N, _R),
+    "hook_resid_post": ("output.LayerNorm", "input", _N, _R),
+    "hook_normalized_resid_post": ("", "output", _N, _R),
+    "hook_attn_out": ("attention.output.dense", "output", _N, _R),
+    "hook_mlp_out": ("output.dense", "output", _N, _R),
+    "attn.hook_z": ("attention.output.dense", "input", _N, _Z),
+    "mlp.hook_pre": ("intermediate.dense", "output", _N, _H),
+    "mlp.hook_post": ("output.dense", "input", _N, _H),
+    "ln1.hook_normalized": ("attention.output.LayerNorm", "input", _LN, _NS),
+    "ln2.hook_normalized": ("output.LayerNorm", "input", _LN, _NS),
 }
 
 TL_HOOKS: dict[Family, dict[str, _Entry]] = {
@@ -220,11 +241,11 @@ def _resolve_tl(layout: Layout, modules: dict, hook: str, layer: int, suffix: st
             f"hook {hook!r}: unknown TransformerLens hook {suffix!r} for the {layout.family.value} family; "
             f"known: {', '.join(sorted(table))} (model has {layout.n_layers} layers; {_examples(layout)})"
         )
-    rel, io, norm = table[suffix]
+    rel, io, norm, space = table[suffix]
     module = _join(f"{layout.layers}.{layer}", rel)
     if module not in modules:
         raise ModelError(f"hook {hook!r}: expected module {module} is missing from this model ({_examples(layout)})")
-    return _spec(layout, modules, hook, module, io, layer, rel, norm)
+    return _spec(layout, modules, hook, module, io, layer, rel, norm, space)
 
 
 def _resolve_hidden(layout: Layout, hook: str, index: int) -> HookSpec:
@@ -237,7 +258,7 @@ def _resolve_hidden(layout: Layout, hook: str, index: int) -> HookSpec:
     if index < n:
         module = f"{layout.layers}.{index}"
         alias = _alias_text(layout, index, "", "input")
-        return HookSpec(hook, module, "input", index, f"input of {module} ({alias})")
+        return HookSpec(hook, module, "input", index, f"input of {module} ({alias})", space=Space.RESIDUAL)
     if layout.final_norm:
         return HookSpec(
             hook,
@@ -246,9 +267,11 @@ def _resolve_hidden(layout: Layout, hook: str, index: int) -> HookSpec:
             None,
             f"output of {layout.final_norm}, the final norm (= hidden_states[{n}]; this is NOT "
             f"blocks.{n - 1}.hook_resid_post, which is the output of {layout.layers}.{n - 1} before the norm)",
+            space=Space.FINAL_NORM,
         )
     module = f"{layout.layers}.{n - 1}"
-    return HookSpec(hook, module, "output", n - 1, f"output of {module} ({_alias_text(layout, n - 1, '', 'output')})")
+    return HookSpec(hook, module, "output", n - 1, f"output of {module} ({_alias_text(layout, n - 1, '', 'output')})",
+                    space=Space.RESIDUAL)
 
 
 def _resolve_module_path(layout: Layout, modules: dict, hook: str, name: str) -> HookSpec:
@@ -263,7 +286,7 @@ def _resolve_module_path(layout: Layout, modules: dict, hook: str, name: str) ->
             f"(model has {layout.n_layers} layers; {_examples(layout)})"
         )
     layer, rel = _layer_of(layout, module)
-    return _spec(layout, modules, hook, module, io, layer, rel, Norm.NONE)
+    return _spec(layout, modules, hook, module, io, layer, rel, Norm.NONE, _module_space(layout, module, rel, io))
 
 
 def _find_module(layout: Layout, modules: dict, name: str) -> str | None:
@@ -299,26 +322,49 @@ def _layer_of(layout: Layout, module: str) -> tuple[int | None, str]:
     return int(index), rel
 
 
-def _spec(layout: Layout, modules: dict, hook: str, module: str, io: Io, layer, rel: str, norm: Norm) -> HookSpec:
+def _spec(layout: Layout, modules: dict, hook: str, module: str, io: Io, layer, rel: str, norm: Norm,
+          space: Space) -> HookSpec:
     where = f"{io} of {module}"
     if norm is not Norm.NONE:
         # Only TL names ask for this: TL's ln*.hook_normalized never includes the norm's gain or bias.
         mod = modules[module]
         eps = float(getattr(mod, "eps", None) or getattr(mod, "variance_epsilon", None) or 0.0)
         description = f"{where}, normalised without the norm's gain and bias (= {hook.strip()})"
-        return HookSpec(hook, module, io, layer, description, normalize=norm, eps=eps)
+        return HookSpec(hook, module, io, layer, description, normalize=norm, eps=eps, space=space)
     if module == layout.final_norm and io == "output":
         alias = f"= hidden_states[{layout.n_layers}], after the final norm"
     else:
         alias = _alias_text(layout, layer, rel, io) if layer is not None else ""
-    return HookSpec(hook, module, io, layer, f"{where} ({alias})" if alias else where)
+    return HookSpec(hook, module, io, layer, f"{where} ({alias})" if alias else where, space=space)
+
+
+# Output projections whose output is what the sublayer adds to the residual stream (GPT-2, Llama, BERT; Gemma
+# normalises them first, so its TL table decides).
+_WRITES_RESIDUAL = ("attn.c_proj", "mlp.c_proj", "self_attn.o_proj", "mlp.down_proj", "attention.output.dense",
+                    "output.dense")
+
+
+def _module_space(layout: Layout, module: str, rel: str, io: Io) -> Space:
+    """The space of a module path's input or output: a block's input and output and whatever a sublayer adds to
+    the stream are residual; a TL-mapped point keeps its TL space; anything else is taken as not residual."""
+    if module == layout.final_norm:
+        return Space.FINAL_NORM if io == "output" else Space.RESIDUAL
+    if not module.startswith(layout.layers + "."):
+        return Space.OTHER
+    if rel == "":
+        return Space.RESIDUAL
+    if io == "output" and rel in _WRITES_RESIDUAL and layout.family is not Family.GEMMA:
+        return Space.RESIDUAL
+    table = TL_HOOKS.get(layout.family, {}) if layout.family else {}
+    spaces = {space for r, i, norm, space in table.values() if (r, i) == (rel, io) and norm is _N}
+    return spaces.pop() if len(spaces) == 1 else Space.OTHER
 
 
 def _alias_text(layout: Layout, layer: int, rel: str, io: Io) -> str:
     if layout.family is Family.BERT and (rel, io) == ("output", "output"):
         rel = ""  # BertOutput's output (dense, add, LayerNorm) is the block's output
     table = TL_HOOKS.get(layout.family, {}) if layout.family else {}
-    names = [f"blocks.{layer}.{s}" for s, (r, i, norm) in table.items() if r == rel and i == io and norm is _N]
+    names = [f"blocks.{layer}.{s}" for s, (r, i, norm, _space) in table.items() if r == rel and i == io and norm is _N]
     note = ""
     if layout.family is Family.BERT and (rel, io) == ("output.LayerNorm", "input"):
         note = "the sum before the block's LayerNorm, in no hidden_states entry (that is hook_normalized_resid_post)"

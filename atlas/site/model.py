@@ -96,6 +96,13 @@ class SiteModel:
     def has_unembedding(self) -> bool:
         return bool(self.info.get("has_unembedding", True))
 
+    @property
+    def logits_note(self) -> str:
+        """Why the feature pages show no logit effects, as the build recorded it; '' when they show them."""
+        if self.has_unembedding:
+            return ""
+        return str(self.info.get("logits_note") or "Logit effects were not computed for this atlas.")
+
     @functools.cached_property
     def n_levels(self) -> int:
         return 1 + max((c.level for c in self.clusters.values()), default=-1)

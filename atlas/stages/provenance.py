@@ -35,6 +35,14 @@ def library_versions() -> dict[str, str]:
     return found
 
 
+def _saved_tokenizer(model, cache_dir) -> str | None:
+    """Where the build's tokenizer pipeline is saved for `atlas inspect`, which tokenizes without transformers."""
+    from atlas.lm.trunk import save_tokenizer
+
+    path = save_tokenizer(model.tokenizer, cache_dir)
+    return str(path.resolve()) if path is not None else None
+
+
 def record_run(shared: SharedInputs, run: VersionRun, result: SaeResult, started: float) -> None:
     """Record the build's facts in the version's store: the model, the SAE, the corpus, the reconstruction
     figures, the warnings so far, the config, the software, and when it was built."""
@@ -47,6 +55,9 @@ def record_run(shared: SharedInputs, run: VersionRun, result: SaeResult, started
         model_path_abs=str(cfg.resolve(cfg.model.path).resolve()), sae_path_abs=str(cfg.resolve(cfg.sae.path).resolve()),
         site_dir_abs=str(run.site_dir.resolve()), sae_input_scale=float(sae.input_norm.scale),
         hook_description=model.hook_spec.description, sae_path=str(cfg.sae.path), sae_hash=sae.content_hash(),
+        hook_module=model.hook_spec.module, hook_io=model.hook_spec.io,
+        token_prefix=list(shared.corpus.prefix), token_suffix=list(shared.corpus.suffix),
+        tokenizer_file=_saved_tokenizer(model, shared.cache_dir),
         sae_format=sae.format, sae_convention=sae.convention, d_in=sae.d_in, d_sae=sae.d_sae,
         corpus=shared.corpus_description, corpus_hash=shared.corpus_hash, n_sequences=shared.corpus.n_sequences,
         fvu=recon["fvu"], l0=recon["l0"], dead_share=recon["dead_share"],

@@ -5,13 +5,15 @@ from __future__ import annotations
 import json
 import os
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import duckdb
-import numpy as np
-import pandas as pd
 
 from atlas.store.schema import TABLES, create_statements, primary_key
+
+if TYPE_CHECKING:  # imported where used: `atlas inspect` and `atlas search` start without pandas
+    import numpy as np
+    import pandas as pd
 
 
 MAIN = "main"
@@ -136,6 +138,8 @@ class Store:
         """Record JSON-serialisable facts in atlas_info (overwriting keys given)."""
         if not facts:
             return
+        import pandas as pd
+
         frame = pd.DataFrame(
             {"key": list(facts), "value": [json.dumps(v, sort_keys=True) for v in facts.values()]}
         )
@@ -178,6 +182,15 @@ class Store:
         marks = ", ".join("?" for _ in kinds)
         return self.con.execute(f"SELECT feature, kind, token_ids, focus, value FROM examples WHERE kind IN ({marks}) "
                                 "ORDER BY feature, kind, bucket, rank", list(kinds)).df()
+
+    def feature_labels(self, features: list[int]) -> dict[int, str]:
+        """The labels of the listed features that have one."""
+        if not features:
+            return {}
+        marks = ", ".join("?" for _ in features)
+        rows = self.con.execute(f"SELECT feature, label FROM features WHERE feature IN ({marks}) "
+                                "AND label IS NOT NULL", [int(f) for f in features]).fetchall()
+        return {int(f): str(label) for f, label in rows}
 
     def feature_states(self) -> pd.DataFrame:
         """(feature, alive, label) of every feature, in feature order."""

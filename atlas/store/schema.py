@@ -20,7 +20,8 @@ TABLES: dict[str, str] = {
     """,
     # Key/value facts about the atlas (values are JSON): model, hook, sae path/hash/format,
     # d_in, d_sae, corpus description/hash, n_tokens, n_sequences, reconstruction figures
-    # (fvu, l0, dead_share, recon_tokens), warnings, has_unembedding, title, built_at; with [compare],
+    # (fvu, l0, dead_share, recon_tokens), warnings, has_unembedding (logit effects were computed) and
+    # logits_note (else the sentence saying why), title, built_at; with [compare],
     # compare_counts (features per kind of change) and compare_params (the matching thresholds).
     "atlas_info": "key TEXT PRIMARY KEY, value TEXT",
     # Display text of every token id that appears in an example or a logit row.

@@ -300,6 +300,8 @@ def make_synthetic_store(
         corpus_hash="fedcba9876543210", n_tokens=n_tokens, n_sequences=n_tokens // 64,
         fvu=fvu, l0=31.7, dead_share=float(1 - alive.mean()), recon_tokens=4096,
         warnings=list(warnings or []), has_unembedding=has_unembedding,
+        logits_note=None if has_unembedding else "This model has no unembedding (no language-model head), so logit "
+        "effects cannot be computed.",
         built_at="2025-01-02T03:04:05Z",
         config={"harvest": {"top_k": n_top, "window": window, "n_intervals": n_intervals}, "seed": seed},
         versions={"feature-atlas": "0.1.0", "duckdb": "2.0.0"},

@@ -60,7 +60,9 @@ def tiny_config(arch: str, vocab: int):
         return T.BertConfig(
             num_hidden_layers=N_LAYERS, hidden_size=16, intermediate_size=24, num_attention_heads=4, vocab_size=vocab
         )
-    return {"llama": T.LlamaConfig, "gemma2": T.Gemma2Config, "qwen2": T.Qwen2Config}[arch](**decoder)
+    return {"llama": T.LlamaConfig, "gemma2": T.Gemma2Config, "qwen2": T.Qwen2Config, "mistral": T.MistralConfig}[arch](
+        **decoder
+    )
 
 
 def save_tiny(arch: str, folder: Path) -> Path:

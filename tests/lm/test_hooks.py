@@ -6,7 +6,7 @@ import torch.nn.functional as F
 import transformers as T
 
 from atlas.errors import ModelError
-from atlas.lm.hooks import Family, capture, describe_layout, resolve_hook
+from atlas.lm.hooks import TL_HOOKS, Family, Space, capture, describe_layout, resolve_hook
 
 N_LAYERS = 3
 VOCAB = 64
@@ -261,6 +261,53 @@ def test_tuple_outputs_take_the_hidden_state_not_the_first_batch_row(batch):
 def test_hf_module_paths_resolve(arch, hook, module, io):
     spec = resolve_hook(build(arch), hook)
     assert (spec.module, spec.io) == (module, io)
+
+
+RESIDUAL_TL = {"hook_resid_pre", "hook_resid_mid", "hook_resid_post", "hook_attn_out", "hook_mlp_out",
+               "hook_normalized_resid_post"}
+
+
+def test_every_tl_hook_knows_whether_it_reads_the_residual_stream(arch_model, batch):
+    """The residual hooks are d_model wide; z, MLP-hidden and normalised hooks are not taken as residual."""
+    arch, model = arch_model
+    layout = describe_layout(model)
+    for suffix in TL_HOOKS[layout.family]:
+        spec = resolve_hook(model, f"blocks.1.{suffix}")
+        assert spec.in_residual is (suffix in RESIDUAL_TL), suffix
+        if spec.in_residual:
+            assert run(model, f"blocks.1.{suffix}", *batch).shape[-1] == model.config.hidden_size, suffix
+    expected = {"attn.hook_z": Space.HEADS, "mlp.hook_pre": Space.MLP_HIDDEN, "mlp.hook_post": Space.MLP_HIDDEN,
+                "ln1.hook_normalized": Space.NORMALISED}
+    for suffix, space in expected.items():
+        assert resolve_hook(model, f"blocks.1.{suffix}").space is space, suffix
+
+
+@pytest.mark.parametrize(
+    "arch, hook, space",
+    [
+        ("llama", "model.layers.1", Space.RESIDUAL),
+        ("llama", "model.layers.1.input", Space.RESIDUAL),
+        ("llama", "layers.1.mlp", Space.RESIDUAL),
+        ("llama", "model.layers.1.self_attn", Space.RESIDUAL),
+        ("llama", "model.layers.1.self_attn.o_proj", Space.RESIDUAL),
+        ("llama", "model.layers.1.self_attn.o_proj.input", Space.HEADS),
+        ("llama", "model.layers.1.mlp.down_proj.input", Space.MLP_HIDDEN),
+        ("llama", "model.layers.1.input_layernorm", Space.OTHER),
+        ("llama", "hidden_states.1", Space.RESIDUAL),
+        ("llama", f"hidden_states.{N_LAYERS}", Space.FINAL_NORM),
+        ("llama", "model.norm", Space.FINAL_NORM),
+        ("gpt2", "transformer.h.1", Space.RESIDUAL),
+        ("gpt2", "transformer.h.1.attn.c_proj.input", Space.HEADS),
+        ("gpt2", "transformer.h.1.mlp.c_proj", Space.RESIDUAL),
+        # Gemma normalises each sublayer's output before adding it: only the post-norm's output is residual.
+        ("gemma2", "model.layers.1.self_attn.o_proj", Space.OTHER),
+        ("gemma2", "model.layers.1.post_attention_layernorm", Space.RESIDUAL),
+        ("bert", "encoder.layer.1", Space.RESIDUAL),
+        ("bert", "encoder.layer.1.attention.output.dense.input", Space.HEADS),
+    ],
+)
+def test_module_paths_know_their_space(arch, hook, space):
+    assert resolve_hook(build(arch), hook).space is space
 
 
 def test_descriptions_name_the_equivalents():

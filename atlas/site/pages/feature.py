@@ -70,7 +70,7 @@ class FeaturePage:
     stats: tuple[Stat, ...]
     histogram: Markup
     legend: Markup
-    has_unembedding: bool
+    logits_note: str  # why there are no logit effects; '' when the tables are shown
     logits_pos: Markup  # finished table rows (rows.logit_rows)
     logits_neg: Markup
     neighbour_groups: tuple[NeighbourGroup, ...]
@@ -143,7 +143,7 @@ def build_feature_page(model: SiteModel, urls: SiteUrls, n: int, data: FeatureDa
         stats=stats,
         histogram=data.html.histograms.get(n, _NO_CHART) if alive else Markup(""),
         legend=legend_html(),
-        has_unembedding=model.has_unembedding,
+        logits_note=model.logits_note,
         logits_pos=pos, logits_neg=neg, neighbour_groups=_neighbour_groups(model, links, data.neighbours.get(n, ())),
         sections=sections,
         examples_src=links.feature_examples(n) if sections else "",
