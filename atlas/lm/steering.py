@@ -89,11 +89,11 @@ def steer(model: ModelAdapter, sae: SaeWeights, features: Sequence[int], max_act
     features = list(scale)
     order = list(dict.fromkeys(float(s) for s in strengths))
     order = order if 0.0 in order else [0.0, *order]
+    if not prompts or not features:
+        return []
     steered = [s for s in order if s != 0.0]
     rows = [_Row(p, BASELINE, 0.0) for p in range(len(prompts))]
     rows += [_Row(p, f, s) for p in range(len(prompts)) for f in features for s in steered]
-    if not prompts or not features:
-        return []
     tokens, ended, values = _generate(model, sae, rows, scale, prompts, new_tokens, seed)
     per_row = [values[r, : len(t)] for r, t in enumerate(tokens)]
     acts = _measure(sae, rows, per_row, features)
@@ -135,13 +135,15 @@ def _generate(model: ModelAdapter, sae: SaeWeights, rows: list[_Row], scale: dic
     Returns each row's generated ids (cut at the end of text), whether it ended there, and the hook's values
     before the addition at the generated positions [B, n, d]."""
     tok = model.tokenizer
-    side = tok.padding_side
-    tok.padding_side = "left"  # every row's last prompt token sits at the same place, where generation starts
-    try:
-        batch = tok([prompts[row.prompt] for row in rows], return_tensors="pt", padding=True)
-    finally:
-        tok.padding_side = side
-    ids, mask = batch["input_ids"].to(model.device), batch["attention_mask"].to(model.device)
+    gen = model.model.generation_config
+    eos = gen.eos_token_id if gen.eos_token_id is not None else tok.eos_token_id
+    pad = tok.pad_token_id if tok.pad_token_id is not None else (gen.pad_token_id or _first(eos) or 0)
+    encoded = [tok(p)["input_ids"] for p in prompts]
+    if not all(encoded):
+        raise ModelError(f"prompt {[bool(e) for e in encoded].index(False) + 1} has no tokens; give each prompt "
+                         "some text")
+    ids, mask = _left_padded([encoded[row.prompt] for row in rows], pad)
+    ids, mask = ids.to(model.device), mask.to(model.device)
     units = _units(sae, rows, scale)
     per_token = sae.input_norm.kind in _PER_TOKEN_NORMS
     fixed = None if per_token else _added(sae, units, None)
@@ -152,9 +154,6 @@ def _generate(model: ModelAdapter, sae: SaeWeights, rows: list[_Row], scale: dic
         delta = _added(sae, units, x) if per_token else fixed
         return x + delta.to(x.device, x.dtype)
 
-    gen = model.model.generation_config
-    eos = gen.eos_token_id if gen.eos_token_id is not None else tok.eos_token_id
-    pad = tok.pad_token_id if tok.pad_token_id is not None else (gen.pad_token_id or _first(eos) or 0)
     with torch.random.fork_rng(devices=[]), torch.inference_mode(), intervene(model.model, model.hook_spec, add):
         torch.manual_seed(seed)
         out = model.model.generate(
@@ -169,6 +168,19 @@ def _generate(model: ModelAdapter, sae: SaeWeights, rows: list[_Row], scale: dic
         ended.append(cut is not None and cut < new_tokens)
         tokens.append(row[: min(new_tokens, len(row) if cut is None else cut)])
     return tokens, ended, torch.cat(seen, dim=1)[:, ids.shape[1]:]  # the generated tokens as they were fed back
+
+
+def _left_padded(prompts: list[list[int]], pad: int) -> tuple[torch.Tensor, torch.Tensor]:
+    """[B, P] ids and attention mask, padded on the left: every row's last prompt token sits where generation
+    starts. Padding by hand needs no pad token in the tokenizer (GPT-2 has none); masked, its id never matters."""
+    width = max(len(p) for p in prompts)
+    ids = torch.full((len(prompts), width), int(pad), dtype=torch.long)
+    mask = torch.zeros((len(prompts), width), dtype=torch.long)
+    for r, p in enumerate(prompts):
+        if p:
+            ids[r, width - len(p):] = torch.tensor(p)
+            mask[r, width - len(p):] = 1
+    return ids, mask
 
 
 def _first(value):

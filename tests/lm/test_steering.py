@@ -103,6 +103,21 @@ def test_added_vector_is_the_feature_at_strength_times_max_activation(llama):
     assert pv.added_norm == pytest.approx(want, rel=1e-4)
 
 
+def test_a_tokenizer_without_a_pad_token_steers_the_same(llama):
+    sae = random_sae(llama.d_hook)
+    want = steer(llama, sae, [1], [2.0], PROMPTS, [0, 4], 6)
+    pad = llama.tokenizer.pad_token
+    llama.tokenizer.pad_token = None  # GPT-2's tokenizer has none
+    try:
+        assert llama.tokenizer.pad_token_id is None
+        got = steer(llama, sae, [1], [2.0], PROMPTS, [0, 4], 6)
+    finally:
+        llama.tokenizer.pad_token = pad
+    assert [p.token_ids for p in got] == [p.token_ids for p in want]
+    with pytest.raises(ModelError, match="prompt 2 has no tokens"):
+        steer(llama, sae, [1], [2.0], ["hello", ""], [0, 4], 6)
+
+
 def test_an_encoder_cannot_be_steered(tmp_path):
     bert = load_model(save_tiny("bert", tmp_path / "bert"), "blocks.1.hook_resid_post")
     with pytest.raises(ModelError, match="causal language model"):
