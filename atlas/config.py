@@ -19,7 +19,7 @@ FVU_WARNING = 0.5
 # Regions, clusters and groups: the cluster counts of the hierarchy's levels, coarsest first.
 DEFAULT_CLUSTER_LEVELS = (12, 48, 160)
 DEFAULT_STEERING_PROMPTS = ("I think that", "The best thing about", "My favourite place is")
-DEFAULT_STEERING_STRENGTHS = (-4.0, 0.0, 2.0, 4.0, 8.0)
+DEFAULT_STEERING_STRENGTHS = (-2.0, 0.0, 1.0, 1.5, 2.0)
 
 
 @dataclass
@@ -143,7 +143,9 @@ class SteeringSection:
     time_budget_s: float = 120.0
     # Short, neutral openings that leave the topic to the model, so a steered feature can take it.
     prompts: list[str] = field(default_factory=lambda: list(DEFAULT_STEERING_PROMPTS))
-    # Multiples of the feature's largest activation on the corpus; 0 (the unsteered model) is always shown.
+    # Multiples of the feature's largest activation on the corpus; 0 (the unsteered model) is always shown. On
+    # SmolLM2-135M (layer 15, 36 features × 3 prompts) −2…+2 changed 89–99% of continuations and kept 89–97% of them
+    # fluent; +3 made 44% degenerate and +4 81%.
     strengths: list[float] = field(default_factory=lambda: list(DEFAULT_STEERING_STRENGTHS))
     new_tokens: int = 24
     features_per_call: int = 4  # features generated together in one batched call

@@ -88,7 +88,7 @@ def build_steering(model: SiteModel, n: int, stored: list[tuple]) -> SteeringVie
         steered = tuple(_text(model, rows[s], vmax) if s in rows else _missing(s) for s in strengths)
         out.append(SteerPrompt(str(by_prompt[p][0][1]), _text(model, base, vmax), steered))
     positive = [i for i, s in enumerate(strengths) if s > 0]
-    default = min(positive, key=lambda i: abs(strengths[i] - 4.0)) if positive else 0
+    default = positive[(len(positive) - 1) // 2] if positive else 0  # the middle of the positive strengths
     return SteeringView(tuple(out), tuple(strength_label(s) for s in strengths), default, max_act)
 
 

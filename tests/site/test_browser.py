@@ -261,11 +261,11 @@ def test_steering_strength_control_switches_the_shown_continuations(site, watche
         return page.evaluate("""() => Array.from(document.querySelectorAll('.steer-s'))
             .filter(e => !e.hidden && e.offsetParent !== null).map(e => e.querySelector('h3').textContent)""")
 
-    assert shown() == ["steered (+4)"] * 2  # one panel per prompt, at the default strength
+    assert shown() == ["steered (+2)"] * 2  # one panel per prompt, at the default strength
     page.click(".steer-ctl button[data-s='0']")
     assert shown() == ["steered (\u22124)"] * 2
     assert page.get_attribute(".steer-ctl button[data-s='0']", "aria-pressed") == "true"
-    assert page.get_attribute(".steer-ctl button[data-s='2']", "aria-pressed") == "false"
+    assert page.get_attribute(".steer-ctl button[data-s='1']", "aria-pressed") == "false"
     fired = page.locator(".steer-s:not([hidden]) .tok span[data-v]").first
     fired.hover()
     card = page.locator("#card")

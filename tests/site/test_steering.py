@@ -57,7 +57,7 @@ def test_steered_feature_shows_baseline_and_each_strength(atlas):
     assert "I think that" in section and "My &lt;b&gt;place&lt;/b&gt;" in section  # prompts are text too
     buttons = re.findall(r'<button type="button" data-s="(\d)" aria-pressed="(true|false)">([^<]+)</button>', section)
     assert [b[2] for b in buttons] == ["\u22124", "+2", "+4"]
-    assert [b[0] for b in buttons if b[1] == "true"] == ["2"]  # +4 shown first
+    assert [b[0] for b in buttons if b[1] == "true"] == ["1"]  # +2, the middle of the positive strengths
     assert section.count("<h3>unsteered (0)</h3>") == 2
     assert section.count('<div class="steer-s" data-s="') == 6  # 2 prompts x 3 steered strengths
     assert re.search(r"fires on \d+ of 6 tokens, max [\d.]+|does not fire on its 6 tokens", section)
