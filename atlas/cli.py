@@ -62,6 +62,16 @@ def _inspect(args) -> int:
     return 0
 
 
+def _steer(args) -> int:
+    from atlas.commands import open_atlas
+    from atlas.commands.steer import format_run, steer_feature
+
+    with open_atlas(args.atlas) as store:
+        run = steer_feature(store, args.feature, args.prompt, args.strength, args.tokens)
+    print(format_run(run, args.prompt), end="")
+    return 0
+
+
 def _serve(args) -> int:
     from atlas.commands.serve import serve, site_folder
 
@@ -112,6 +122,14 @@ def main(argv: list[str] | None = None) -> int:
     i.add_argument("text")
     i.add_argument("--top", type=int, default=15)
     i.set_defaults(func=_inspect)
+    st = sub.add_parser("steer", help="continue a prompt with one feature added at the SAE's hook (causal LMs)")
+    st.add_argument("atlas")
+    st.add_argument("feature", type=int)
+    st.add_argument("prompt")
+    st.add_argument("--strength", type=float, action="append", metavar="S",
+                    help="a multiple of the feature's largest activation (repeat it; default: the atlas's strengths)")
+    st.add_argument("--tokens", type=int, metavar="N", help="new tokens per continuation (default: the atlas's)")
+    st.set_defaults(func=_steer)
     v = sub.add_parser("serve", help="preview the site on localhost (it also works straight from disk)")
     v.add_argument("atlas", help="the .duckdb file, its TOML config, or the site folder")
     v.add_argument("--port", type=int, default=8000)

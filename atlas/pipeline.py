@@ -8,7 +8,7 @@ from collections.abc import Callable
 from typing import TYPE_CHECKING
 
 from atlas.config import Config
-from atlas.stages import analysis, compare, harvest, inputs, logits, provenance, sae_fit, site, versions
+from atlas.stages import analysis, compare, harvest, inputs, logits, provenance, sae_fit, site, steering, versions
 from atlas.stages.inputs import SharedInputs
 from atlas.stages.run import BuildReport, Reporter, SaeResult, Status, VersionRun
 from atlas.store import Store
@@ -48,6 +48,7 @@ def build(cfg: Config, log=print, progress: bool | None = None) -> BuildReport:
         shared, candidates = _shared_inputs(cfg, demo, report)
         main = VersionRun(cfg, versions.version_entries(cfg)[0], store, report, site_dir)
         result = sae_stages(shared, main, candidates, lambda: compare.configured(cfg, store_path, site_dir))
+        steering.steering(shared, main, result.sae, result.analysis_key)  # the main SAE only
         _train_demo_versions(cfg, demo, shared, report)
         versions_key = versions.build_versions(shared, main, result, started, sae_stages)
         provenance.record_run(shared, main, result, started)

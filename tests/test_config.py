@@ -189,6 +189,31 @@ def test_values_that_cannot_work_together_are_refused(raw, match):
     assert str(info.value).startswith("my.toml: ")
 
 
+@pytest.mark.parametrize("raw, match", [
+    ({"steering": {"select": "best"}}, r"\[steering\] select = 'best' is not valid; choose one of: representatives, "
+                                       "densest, all, none"),
+    ({"steering": {"prompts": []}}, r"\[steering\] prompts must be a list of non-empty strings"),
+    ({"steering": {"prompts": ["ok", "  "]}}, r"\[steering\] prompts must be a list of non-empty strings"),
+    ({"steering": {"strengths": []}}, r"\[steering\] strengths must be a list of finite numbers"),
+    ({"steering": {"strengths": [0, float("nan")]}}, r"\[steering\] strengths must be a list of finite numbers"),
+    ({"steering": {"new_tokens": 0}}, r"\[steering\] new_tokens and features_per_call must be at least 1"),
+    ({"steering": {"time_budget_s": -1}}, r"\[steering\] time_budget_s must not be negative"),
+    ({"steering": {"features": [1, 2, 3], "max_features": 2}}, r"lists 3 ids but max_features is 2"),
+    ({"steering": {"features": [-1]}}, r"\[steering\] features = -1 must not be negative"),
+])
+def test_bad_steering_settings_are_refused(raw, match):
+    with pytest.raises(ConfigError, match=match) as info:
+        config_from_dict(raw, source="my.toml")
+    assert str(info.value).startswith("my.toml: ")
+
+
+def test_steering_settings_load_typed():
+    cfg = config_from_dict({"steering": {"features": [4, 9], "select": "none", "strengths": [-2, 0, 3.5]}})
+    assert cfg.steering.features == [4, 9] and cfg.steering.strengths == [-2.0, 0.0, 3.5]
+    assert all(isinstance(s, float) for s in cfg.steering.strengths)
+    assert Config().steering.prompts and 0.0 in Config().steering.strengths
+
+
 def test_a_version_without_a_name_is_called_after_its_folder():
     cfg = config_from_dict({"versions": [{"path": "saes/second-run/"}]})
     assert cfg.versions[0].name == "second-run"

@@ -206,6 +206,50 @@ def test_inspect_lists_features_that_fire_on_text(built):
     assert rows == sorted(rows, key=lambda r: -r["max"])
 
 
+def test_steer_command_prints_each_strength_and_matches_the_stored_previews(built, capsys):
+    from atlas.commands import open_atlas
+    from atlas.commands.steer import steer_feature
+
+    root, _ = built
+    with Store(root / "atlas.duckdb", read_only=True) as s:
+        stored = s.table("steering", order_by="feature, prompt, strength")
+        fact = s.info()["steering"]
+    assert fact["status"] == "computed" and len(stored)
+    f, prompt = int(stored["feature"].iloc[0]), str(stored["prompt_text"].iloc[0])
+    assert cli_main(["steer", str(root / "atlas.duckdb"), str(f), prompt, "--strength", "4", "--tokens", "5"]) == 0
+    out = capsys.readouterr().out
+    assert f"feature {f}:" in out and "strength 0 (unsteered):" in out and "strength +4, added vector norm" in out
+    assert out.index("strength 0") < out.index("strength +4")
+    with open_atlas(root / "atlas.duckdb") as store:
+        run = steer_feature(store, f, prompt)  # the atlas's own strengths and token count
+    want = stored[(stored["feature"] == f) & (stored["prompt_text"] == prompt)]
+    assert [p.strength for p in run.previews] == want["strength"].tolist() == fact["strengths"]
+    for p, (_, row) in zip(run.previews, want.iterrows()):
+        assert list(p.token_ids) == list(row["token_ids"])
+        np.testing.assert_allclose(p.acts, row["acts"], rtol=1e-4, atol=1e-5)
+
+
+def test_steer_command_explains_what_it_cannot_do(built, tmp_path, capsys):
+    import shutil
+
+    root, _ = built
+    store = root / "atlas.duckdb"
+    assert cli_main(["steer", str(store), "100000", "hello"]) == 2
+    assert "feature 100000 does not exist" in capsys.readouterr().err
+    gone = tmp_path / "gone.duckdb"
+    shutil.copyfile(store, gone)
+    with Store(gone) as s:
+        s.set_info(model_path_abs=str(tmp_path / "no-model"))
+        f = int(s.table("steering")["feature"].iloc[0])
+    assert cli_main(["steer", str(gone), str(f), "hello"]) == 2
+    assert "no-model, is gone" in capsys.readouterr().err
+    save_tiny("bert", tmp_path / "bert")  # same width as the tiny GPT-2, so only its kind stops it
+    with Store(gone) as s:
+        s.set_info(model_path_abs=str(tmp_path / "bert"))
+    assert cli_main(["steer", str(gone), str(f), "hello"]) == 2
+    assert "needs a causal language model" in capsys.readouterr().err
+
+
 def test_precomputed_activations_skip_the_model_pass(built, tmp_path):
     root, _ = built
     with Store(root / "atlas.duckdb", read_only=True) as s:

@@ -3,7 +3,7 @@ histograms, and the per-feature rows of the other large tables."""
 
 from __future__ import annotations
 
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from typing import NamedTuple
 
 import numpy as np
@@ -64,6 +64,7 @@ class FeatureData:
     intervals: dict[int, list[tuple]]
     neighbours: dict[int, list[tuple]]
     logits: dict[int, list[tuple]]
+    steering: dict[int, list[tuple]] = field(default_factory=dict)
 
     def __post_init__(self):
         self._runs_of: dict[int, list[tuple[str, int, int, int]]] = {}

@@ -68,7 +68,8 @@ class FeatureRenderer:
         html = self._html(lo, hi)
         s = self._open()
         return FeatureData(html=html, intervals=reads.intervals(s, lo, hi),
-                           neighbours=reads.neighbours(s, lo, hi), logits=reads.logits(s, lo, hi))
+                           neighbours=reads.neighbours(s, lo, hi), logits=reads.logits(s, lo, hi),
+                           steering=reads.steering(s, lo, hi))
 
     def _pages(self, lo: int, hi: int) -> tuple[list, FeatureHtml]:
         """The page contexts of features lo..hi and their example scripts, from the cache where it has them."""

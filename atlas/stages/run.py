@@ -22,7 +22,7 @@ if TYPE_CHECKING:
 # Bumped when a stage's code changes what it computes, so old results are not reused. A keyed stage that is not
 # listed here cannot run.
 STAGE_REVISIONS = {"tokens": 1, "activations": 1, "harvest": 1, "logits": 2, "analysis": 1, "compare": 1,
-                   "shared-layout": 1, "site": 1}
+                   "shared-layout": 1, "site": 1, "steering": 1}
 
 T = TypeVar("T")
 

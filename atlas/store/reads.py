@@ -232,3 +232,15 @@ def previous_labels(store: Store) -> dict[int, str]:
         return {}
     rows = store.con.execute("SELECT feature, label FROM previous_features ORDER BY feature").fetchall()
     return {int(f): (lab if lab is not None else "") for f, lab in rows}
+
+
+def steering(store: Store, lo: int, hi: int) -> dict[int, list[tuple]]:
+    """feature -> [(prompt, prompt_text, strength, added_norm, token_ids, acts, ended)] by prompt, then strength."""
+    if not _has_table(store, "steering"):
+        return {}
+    return _grouped(
+        store,
+        "SELECT feature, prompt, prompt_text, strength, added_norm, token_ids, acts, ended FROM steering "
+        "WHERE feature >= ? AND feature < ? ORDER BY feature, prompt, strength",
+        lo, hi,
+    )

@@ -22,7 +22,8 @@ TABLES: dict[str, str] = {
     # d_in, d_sae, corpus description/hash, n_tokens, n_sequences, reconstruction figures
     # (fvu, l0, dead_share, recon_tokens), warnings, has_unembedding (logit effects were computed) and
     # logits_note (else the sentence saying why), title, built_at; with [compare],
-    # compare_counts (features per kind of change) and compare_params (the matching thresholds).
+    # compare_counts (features per kind of change) and compare_params (the matching thresholds); steering
+    # (what the steering stage did: status, note, prompts, strengths, new_tokens, n_features, key).
     "atlas_info": "key TEXT PRIMARY KEY, value TEXT",
     # Display text of every token id that appears in an example or a logit row.
     "vocab": "token_id INTEGER PRIMARY KEY, token TEXT",
@@ -67,6 +68,15 @@ TABLES: dict[str, str] = {
     "version_dead": "side TEXT, feature BIGINT",
     # The previous atlas's features as far as this site shows them.
     "previous_features": "feature INTEGER, alive BOOLEAN, label TEXT",
+    # Steering previews (main SAE, causal LMs): greedy continuations of prompt number `prompt` with the feature's
+    # decoder direction added at the hook at `strength` × its max activation (0: the unsteered baseline, the same
+    # text for every feature). added_norm: mean norm of the added vector. token_ids: the generated tokens up to
+    # the end of text (ended: the model ended it first); acts: the feature's activation on each of them, read
+    # before the addition (= the unsteered model reading that text).
+    "steering": """
+        feature INTEGER, prompt INTEGER, prompt_text TEXT, strength REAL, added_norm REAL,
+        token_ids INTEGER[], text TEXT, acts REAL[], ended BOOLEAN
+    """,
 }
 
 

@@ -1,8 +1,8 @@
 """The golden site: a small hand-filled store, rendered, against the committed copy in `tests/site/golden/expected-site/`.
 
 The store holds ten features (one dead, hostile text in labels and tokens), a three-level cluster tree, a
-comparison with a previous atlas and a second SAE version, so every page kind and every kind of link is
-written. After a change meant to alter the pages, regenerate the copy and review its diff:
+comparison with a previous atlas, steering previews of two features and a second SAE version, so every page kind
+and every kind of link is written. After a change meant to alter the pages, regenerate the copy and review its diff:
 
     make golden        (or: python -m tests.site.golden regenerate)
 
@@ -20,7 +20,7 @@ import shutil
 import sys
 from pathlib import Path
 
-from synthetic_store import add_comparison, list_versions, make_synthetic_store
+from synthetic_store import add_comparison, add_steering, list_versions, make_synthetic_store
 
 from atlas.site import render_site
 
@@ -44,6 +44,7 @@ def make_golden_store(path: Path) -> Path:
         ("new", -1, 6, None, None, None), ("new", -1, 7, None, None, None),
         ("vanished", 8, -1, None, None, None), ("vanished", 9, -1, None, None, None),
     ], previous, title="Golden SAE, last month", site_path="../previous%20atlas")
+    add_steering(path, [0, 2])
     make_synthetic_store(path, n_features=6, seed=8, evil_text=False, schema=VERSION["schema"], **SMALL)
     add_comparison(path, [
         ("matched", 0, 0, 0.95, 0.95, None), ("split", 1, 1, 0.9, 0.7, 0.6), ("split", 1, 2, 0.9, 0.5, 0.5),

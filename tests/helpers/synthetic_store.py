@@ -361,3 +361,35 @@ def list_versions(path: str | Path, listing: list[dict]) -> Path:
             with store.in_schema(entry["schema"]) as view:
                 view.set_info(version_name=entry["name"], atlas_versions=listing)
     return path
+
+
+def add_steering(path: str | Path, features: list[int], prompts: tuple[str, ...] = ("I think that", "My <b>place</b>"),
+                 strengths: tuple[float, ...] = (-4.0, 0.0, 2.0, 4.0), new_tokens: int = 6, seed: int = 0,
+                 evil_text: bool = True, schema: str = MAIN) -> Path:
+    """Store steering previews of `features` as the steering stage writes them: token ids from the store's own
+    vocabulary (its hostile tokens among them when it has them), the feature's activations rising with the
+    strength, and the `steering` fact."""
+    rng = np.random.default_rng(seed)
+    with Store(path, schema=schema) as store:
+        vocab = store.table("vocab", order_by="token_id")
+        feats = store.table("features", order_by="feature").set_index("feature")
+        evil = vocab.loc[vocab["token"].isin(EVIL_TOKENS), "token_id"].to_numpy() if evil_text else []
+        rows = []
+        for f in features:
+            vmax = float(feats.at[f, "max_act"])
+            for p, prompt in enumerate(prompts):
+                for s in strengths:
+                    ids = rng.integers(0, len(vocab), new_tokens)
+                    if len(evil) and s > 0:
+                        ids[: min(len(evil), new_tokens)] = evil[: new_tokens]
+                    acts = np.where(rng.random(new_tokens) < 0.2 + 0.15 * max(s, 0), vmax * rng.random(new_tokens), 0)
+                    text = "".join(vocab["token"].to_numpy()[ids])
+                    rows.append((f, p, prompt, s, abs(s) * 3.5, ids.astype(np.int32), text, acts.astype(np.float32),
+                                 bool(s < 0)))
+        frame = pd.DataFrame(rows, columns=["feature", "prompt", "prompt_text", "strength", "added_norm", "token_ids",
+                                            "text", "acts", "ended"])
+        store.replace_table("steering", frame)
+        store.set_info(steering={"status": "computed", "note": "synthetic", "prompts": list(prompts),
+                                 "strengths": list(strengths), "new_tokens": new_tokens, "n_features": len(features),
+                                 "key": "0123456789abcdef"})
+    return path

@@ -6,7 +6,7 @@ import torch.nn.functional as F
 import transformers as T
 
 from atlas.errors import ModelError
-from atlas.lm.hooks import TL_HOOKS, Family, Space, capture, describe_layout, resolve_hook
+from atlas.lm.hooks import TL_HOOKS, Family, HookSpec, Space, capture, describe_layout, intervene, resolve_hook
 
 N_LAYERS = 3
 VOCAB = 64
@@ -382,3 +382,69 @@ def test_bert_resid_post_says_it_is_before_the_layer_norm():
     spec = resolve_hook(build("bert"), "blocks.1.hook_resid_post")
     assert (spec.module, spec.io) == ("encoder.layer.1.output.LayerNorm", "input")
     assert "before the block's LayerNorm" in spec.description
+
+
+# ---- intervene: editing the value at a hook point ---------------------------------------------------------------
+
+
+def logits_with(model, hook, edit, ids, mask):
+    with torch.inference_mode(), intervene(model, resolve_hook(model, hook), edit):
+        return model(input_ids=ids, attention_mask=mask).logits
+
+
+@pytest.mark.parametrize("arch", DECODERS)
+def test_an_edit_at_a_block_input_equals_the_same_edit_at_the_previous_block_output(arch, batch):
+    """resid_pre of block 1 is resid_post of block 0: a pre-hook edit and a forward-hook edit must agree."""
+    model = build(arch)
+    g = torch.Generator().manual_seed(3)
+    v = torch.randn(model.config.hidden_size, generator=g)
+    plain = logits_with(model, "blocks.1.hook_resid_pre", lambda x: x, *batch)
+    with torch.inference_mode():
+        torch.testing.assert_close(plain, model(input_ids=batch[0], attention_mask=batch[1]).logits)
+    pre = logits_with(model, "blocks.1.hook_resid_pre", lambda x: x + v, *batch)
+    post = logits_with(model, "blocks.0.hook_resid_post", lambda x: x + v, *batch)
+    torch.testing.assert_close(pre, post)
+    assert (pre - plain).abs().max() > 1e-3
+
+
+def test_an_edit_reaches_the_tuple_element_and_stops_when_the_context_closes():
+    class Pair(torch.nn.Module):  # a layer returning (hidden, extras), as older HF layers do
+        def forward(self, x):
+            return x * 2, x
+
+    class Toy(torch.nn.Module):
+        def __init__(self):
+            super().__init__()
+            self.inner = Pair()
+
+        def forward(self, x):
+            hidden, extra = self.inner(x)
+            return hidden + extra
+
+    toy, x = Toy(), torch.ones(2, 3)
+    spec = HookSpec("inner", "inner", "output", None, "output of inner")
+    with intervene(toy, spec, torch.zeros_like):
+        torch.testing.assert_close(toy(x), x)  # the hidden state zeroed, the extra element kept
+    torch.testing.assert_close(toy(x), 3 * x)
+
+
+def test_an_edit_of_hook_z_feeds_the_output_projection(batch):
+    model = build("llama")
+    z = run(model, "blocks.0.attn.hook_z", *batch)
+    seen = []
+    logits_with(model, "blocks.0.attn.hook_z", lambda x: seen.append(x) or x * 2, *batch)
+    torch.testing.assert_close(seen[0], z)
+    out = run(model, "blocks.0.hook_attn_out", *batch)
+    edited = []
+    handle = model.model.layers[0].self_attn.register_forward_hook(lambda m, a, o: edited.append(o[0]))
+    try:
+        logits_with(model, "blocks.0.attn.hook_z", lambda x: x * 2, *batch)
+    finally:
+        handle.remove()
+    torch.testing.assert_close(edited[0], 2 * out)
+
+
+def test_normalised_hooks_cannot_be_edited(batch):
+    model = build("llama")
+    with pytest.raises(ModelError, match="computed for reading only"):
+        logits_with(model, "blocks.1.ln1.hook_normalized", lambda x: x, *batch)

@@ -10,7 +10,7 @@ import pytest
 
 from atlas.site import render_site
 from atlas.store import Store
-from synthetic_store import make_synthetic_store
+from synthetic_store import add_steering, make_synthetic_store
 
 CHROMIUM = "/usr/bin/chromium"
 ARGS = ["--headless", "--no-sandbox", "--disable-gpu", "--disable-background-networking",
@@ -36,13 +36,16 @@ def _require_chromium():
 def site(tmp_path_factory):
     root = tmp_path_factory.mktemp("browser")
     store = make_synthetic_store(root / "a.duckdb", n_features=N_FEATURES, seed=2, evil_text=True)
+    with Store(store, read_only=True) as s:  # previews away from the pages the other tests read
+        steered = int(s.query("SELECT min(feature) AS f FROM features WHERE alive AND feature > 2")["f"][0])
+    add_steering(store, [steered])
     out = root / "site"
     render_site(store, out)
     with Store(store, read_only=True) as s:
         feats = s.query("SELECT feature, alive, label, cluster_id FROM features ORDER BY feature")
         clusters = s.query("SELECT cluster_id, level, name FROM clusters ORDER BY cluster_id")
         top = s.query("SELECT token_ids, focus FROM examples WHERE feature = 0 AND kind = 'top' ORDER BY rank LIMIT 1")
-    return {"root": out, "features": feats, "clusters": clusters,
+    return {"root": out, "features": feats, "clusters": clusters, "steered": steered,
             "top_focus_id": int(top.token_ids[0][int(top.focus[0])])}
 
 
@@ -255,6 +258,31 @@ def test_evil_pages_execute_nothing(site, watched):
         page.wait_for_timeout(200)
     page = watched.goto(_url(site, "features/0/0.html"))
     assert "<script>alert(1)</script>" in page.inner_text("main")  # shown as text
+    watched.assert_clean()
+
+
+def test_steering_strength_control_switches_the_shown_continuations(site, watched):
+    f = site["steered"]
+    page = watched.goto(_url(site, f"features/{f // 1000}/{f}.html"))
+    page.locator(".steer-ctl").wait_for(state="visible")
+
+    def shown():
+        return page.evaluate("""() => Array.from(document.querySelectorAll('.steer-s'))
+            .filter(e => !e.hidden && e.offsetParent !== null).map(e => e.querySelector('h3').textContent)""")
+
+    assert shown() == ["steered (+2)"] * 2  # one panel per prompt, at the default strength
+    page.click(".steer-ctl button[data-s='0']")
+    assert shown() == ["steered (\u22124)"] * 2
+    assert page.get_attribute(".steer-ctl button[data-s='0']", "aria-pressed") == "true"
+    assert page.get_attribute(".steer-ctl button[data-s='1']", "aria-pressed") == "false"
+    fired = page.locator(".steer-s:not([hidden]) .tok span[data-v]").first
+    fired.hover()
+    card = page.locator("#card")
+    card.wait_for(state="visible")
+    assert fired.get_attribute("data-v") in card.inner_text()
+    page.click(".steer-ctl button[data-s='2']")
+    assert "<script>alert(1)</script>" in page.inner_text(".steering")  # model output shown as text
+    page.screenshot(path=str(SHOTS / "steering.png"), full_page=False)
     watched.assert_clean()
 
 

@@ -14,6 +14,7 @@ from atlas.site.model import SiteModel
 from atlas.site.pages.common import Chrome, Link, Stat, cluster_crumbs, cosine_text, make_chrome
 from atlas.site.rows import LogitRow, NeighbourRow, logit_rows, neighbour_rows
 from atlas.site.safe import fmt, pct
+from atlas.site.steering import SteeringView, build_steering
 from atlas.site.urls import PageUrls, SiteUrls
 from atlas.site.versions import counterparts, where_it_went
 
@@ -80,6 +81,7 @@ class FeaturePage:
     n_tokens: str
     version: VersionNote | None = None
     elsewhere: tuple[VersionNote, ...] = ()  # on the main SAE's pages: where the feature went in each version
+    steering: SteeringView | None = None  # None on a dead feature's page
 
 
 _NO_SNIPPET = Markup("<b></b>")
@@ -150,6 +152,7 @@ def build_feature_page(model: SiteModel, urls: SiteUrls, n: int, data: FeatureDa
         short_window=short_window, n_tokens=fmt(n_tokens) if n_tokens is not None else "the",
         version=_version_note(model, links, n),
         elsewhere=_elsewhere(model, links, n),
+        steering=build_steering(model, n, data.steering.get(n, [])) if alive else None,
     )
 
 

@@ -71,6 +71,25 @@
     holder.appendChild(frag);
   }
 
+  // Steering: one strength shown at a time. Without this script every strength is listed one after another.
+  var ctl = document.querySelector(".steer-ctl");
+  if (ctl) {
+    var buttons = ctl.querySelectorAll("button[data-s]");
+    var panels = document.querySelectorAll(".steer-s[data-s]");
+    var show = function (s) {
+      for (var b = 0; b < buttons.length; b++) {
+        buttons[b].setAttribute("aria-pressed", buttons[b].getAttribute("data-s") === s ? "true" : "false");
+      }
+      for (var q = 0; q < panels.length; q++) panels[q].hidden = panels[q].getAttribute("data-s") !== s;
+    };
+    ctl.addEventListener("click", function (e) {
+      var b = e.target && e.target.closest ? e.target.closest("button[data-s]") : null;
+      if (b) show(b.getAttribute("data-s"));
+    });
+    show(ctl.getAttribute("data-default") || "0");
+    ctl.hidden = false;
+  }
+
   var btn = document.getElementById("ctx-toggle");
   if (btn) {
     btn.addEventListener("click", function () {
