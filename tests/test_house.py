@@ -90,3 +90,9 @@ def test_only_the_store_imports_duckdb_and_rendering_never_imports_torch():
     torchy = [n for n, p in MODULES.items() for t, _ in _imports(n, p)
               if n.startswith("atlas.site") and t.split(".")[0] in ("torch", "transformers")]
     assert torchy == []
+
+
+def test_test_modules_have_unique_names():
+    # Test folders are not packages, so two test files with one name would shadow each other at collection.
+    names = [p.name for p in (ROOT.parent / "tests").rglob("test_*.py")]
+    assert sorted({n for n in names if names.count(n) > 1}) == []
