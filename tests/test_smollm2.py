@@ -12,6 +12,7 @@ from pathlib import Path
 
 import numpy as np
 import pytest
+from markupsafe import escape
 
 from atlas.config import load_config
 from atlas.errors import ModelError
@@ -107,14 +108,21 @@ def test_store_describes_smollm2_and_holds_logit_effects_for_every_live_feature(
     assert not any(1 in list(ids) for ids in examples["token_ids"])
 
 
-def test_site_has_a_page_for_every_live_feature(built):
+def test_site_has_a_page_with_logit_effects_for_every_live_feature(built):
     root, _, _, _ = built
     with Store(root / "atlas.duckdb", read_only=True) as s:
-        alive = s.query("SELECT feature FROM features WHERE alive")["feature"].tolist()
+        alive = s.query("SELECT feature FROM features WHERE alive ORDER BY feature")["feature"].tolist()
+        top = s.query("SELECT l.feature, l.sign, v.token FROM logits l JOIN vocab v ON v.token_id = l.token_id "
+                      "WHERE l.rank = 0")
     site = root / "site"
-    assert (site / "index.html").is_file()
+    assert "SmolLM2-135M-Instruct" in (site / "about.html").read_text(encoding="utf-8")
     for f in alive:
         page = site / "features" / str(f // 1000) / f"{f}.html"
-        assert page.is_file(), page
-    text = (site / "features" / "0" / f"{alive[0]}.html").read_text(encoding="utf-8")
-    assert "SmolLM2" in (site / "index.html").read_text(encoding="utf-8") or "SmolLM2" in text
+        text = page.read_text(encoding="utf-8")
+        block = text[text.index('<div class="logits">'):]
+        block = block[: block.index("</div>")]
+        assert block.count('<td class="lt">') == 20  # ten promoted and ten suppressed tokens
+        for sign in ("pos", "neg"):
+            token = top.loc[(top["feature"] == f) & (top["sign"] == sign), "token"].iloc[0]
+            if token.isprintable():  # whitespace and control tokens are drawn as symbols
+                assert f'<td class="lt">{escape(token)}</td>' in block, (f, sign, token)
