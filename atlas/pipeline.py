@@ -42,6 +42,7 @@ def build(cfg: Config, log=print, progress: bool | None = None) -> BuildReport:
         cfg = demo.cfg
         report.stage("demo-inputs", Status.READY, t0, demo.note())
     inputs.require_inputs(cfg)
+    cfg = sae_fit.model_folder(cfg, report)
     store_path, site_dir = cfg.resolve(cfg.atlas.store), cfg.resolve(cfg.atlas.out_dir)
     store_path.parent.mkdir(parents=True, exist_ok=True)
     with Store(store_path) as store:

@@ -57,7 +57,7 @@ _DOC_MODULES = ("builtins", "os", "collections", "itertools", "functools", "json
 
 
 def load_text() -> tuple[list[str], str]:
-    demo = ROOT / ".cache" / "demo" / "wordnet.jsonl"
+    demo = ROOT / ".cache" / "demo" / "corpus-wordnet.jsonl"  # written by `make demo-bert`
     if demo.is_file():
         return list(iter_documents([demo])), f"demo corpus {demo.relative_to(ROOT)}"
     import importlib

@@ -38,10 +38,10 @@ def _corpus(work: Path) -> Path:
     """The demo corpus when `make demo` has fetched it, else the fallback the demo itself uses."""
     from atlas.demo.corpus import build_demo_corpus
 
-    cached = ROOT / ".cache" / "demo" / "wordnet.jsonl"
+    cached = ROOT / ".cache" / "demo" / "corpus-wordnet.jsonl"
     if cached.is_file():
         return cached
-    path, _ = build_demo_corpus(work / "demo", 0, lambda *a: None)
+    path, _ = build_demo_corpus(work / "demo", 0, ["wordnet"], lambda *a: None)
     return Path(path)
 
 

@@ -10,6 +10,10 @@ import numpy as np
 # UMAP computes exact distances below this many rows and searches with pynndescent above it;
 # the two paths compile different numba kernels.
 _EXACT_BELOW = 4096
+# Up to this many rows the layout computes the exact k-NN graph itself (blocked products, about a second at the top)
+# and hands it to UMAP, so pynndescent's kernels are never compiled: that compile alone is about 15 CPU-s.
+_EXACT_KNN_UP_TO = 20_000
+_KNN_BLOCK = 2048
 _warmed: set[str] = set()
 
 
@@ -51,16 +55,21 @@ def umap_layout(
     x = np.asarray(vectors, dtype=np.float32)
     n = len(x)
     sampled = n > sample_above
-    compile_s = warm_up(approximate=min(n, sample_above) >= _EXACT_BELOW, transform=sampled) if n >= 8 else 0.0
+    k = min(n_neighbors, n - 1)
+    if not sampled and knn is None and _EXACT_BELOW <= n <= _EXACT_KNN_UP_TO:
+        knn = exact_knn(x, k)
+    searches = sampled or (n >= _EXACT_BELOW and knn is None)
+    compile_s = warm_up(approximate=searches, transform=sampled) if n >= 8 else 0.0
     timings = {"compile_s": compile_s, "fit_s": 0.0}
     t0 = time.perf_counter()
     if n < 8:
         xy = _tiny_layout(x)  # UMAP's spectral init and kNN need more points than this
     else:
-        k = min(n_neighbors, n - 1)
         with warnings.catch_warnings():
             # "n_jobs overridden by random_state": the single thread is what makes it reproducible.
             warnings.filterwarnings("ignore", message=".*n_jobs.*")
+            # a precomputed graph leaves UMAP no search index to place new rows with; none are placed
+            warnings.filterwarnings("ignore", message=".*knn_search_index.*")
             if sampled:
                 chosen = np.zeros(n, bool)
                 chosen[np.random.default_rng(seed).choice(n, sample_above, replace=False)] = True
@@ -75,6 +84,28 @@ def umap_layout(
                 xy = _umap(k, min_dist, seed, precomputed_knn=pre).fit(x).embedding_
     timings["fit_s"] = time.perf_counter() - t0
     return _normalise(np.asarray(xy, dtype=np.float64)), timings
+
+
+def exact_knn(x: np.ndarray, k: int) -> tuple[np.ndarray, np.ndarray]:
+    """The exact cosine k-NN graph of the rows of `x` in UMAP's `precomputed_knn` form: [n, k+1] indices, self
+    first, and distances 1 - cos; ties go to the smaller index."""
+    from atlas.analysis.neighbours import TIE_GRID, unit_rows
+
+    units, _ = unit_rows(x)
+    n = len(units)
+    idx = np.empty((n, k + 1), dtype=np.int64)
+    dist = np.empty((n, k + 1), dtype=np.float32)
+    for s in range(0, n, _KNN_BLOCK):
+        rows = np.arange(s, min(s + _KNN_BLOCK, n))
+        d = 1.0 - units[rows] @ units.T
+        d[np.arange(len(rows)), rows] = -np.inf  # self first, whatever its own distance rounds to
+        part = np.argpartition(d, k, axis=1)[:, : k + 1]
+        pd = np.take_along_axis(d, part, 1)
+        order = np.lexsort((part, np.round(pd / TIE_GRID)), axis=1)
+        idx[rows] = np.take_along_axis(part, order, 1)
+        dist[rows] = np.take_along_axis(pd, order, 1)
+    dist[:, 0] = 0.0
+    return idx, dist
 
 
 def _umap(n_neighbors, min_dist, seed, **kwargs):

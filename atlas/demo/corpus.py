@@ -1,19 +1,40 @@
-"""Assemble the demo corpus: WordNet 3.0 glosses (Debian's wordnet-base), else standard-library docstrings."""
+"""Assemble the demo corpus from Debian packages (WordNet glosses, Jane Austen's novels, the World English Bible),
+each optional, mixed in equal shares; Python's standard-library docstrings when none can be had."""
 
 from __future__ import annotations
 
-import ast
 import json
 import os
 import shutil
+import struct
 import subprocess
 import sys
-import sysconfig
+import zlib
+from collections.abc import Callable
+from dataclasses import dataclass
 from pathlib import Path
 
 import numpy as np
 
-WORDNET_FILES = ("data.adj", "data.adv", "data.noun", "data.verb")
+from atlas.demo.texts import austen_paragraphs, bible_passages, stdlib_docstrings, wordnet_glosses
+
+
+@dataclass(frozen=True)
+class Source:
+    """One of the demo's texts: the Debian package that ships it, how to read it, and what to call it."""
+
+    package: str
+    read: Callable[[Path], list[str]]
+    title: str
+    unit: str  # what one document of it is
+
+
+SOURCES = {
+    "wordnet": Source("wordnet-base", wordnet_glosses, "WordNet 3.0 glosses", "glosses"),
+    "austen": Source("r-cran-janeaustenr", austen_paragraphs, "Jane Austen's six novels", "paragraphs"),
+    "bible": Source("sword-text-web", bible_passages, "the World English Bible", "passages"),
+}
+_UNPACKED = ".unpacked"  # written after dpkg-deb succeeded, so a half-unpacked package is unpacked again
 
 
 def _run(cmd: list[str], cwd: Path) -> bool:
@@ -23,82 +44,92 @@ def _run(cmd: list[str], cwd: Path) -> bool:
         return False
 
 
-def fetch_wordnet(cache: Path, log=print) -> Path | None:
-    """Unpack Debian's wordnet-base into `cache` (no system-wide install); the data folder or None."""
-    cache = cache.resolve()
-    data = cache / "wordnet-base" / "usr" / "share" / "wordnet"
-    if all((data / f).is_file() for f in WORDNET_FILES):
-        return data
-    if not (shutil.which("apt-get") and shutil.which("dpkg-deb")):
-        return None
-    dl = cache / "deb"
-    dl.mkdir(parents=True, exist_ok=True)
-    ok = _run(["apt-get", "download", "wordnet-base"], dl)
-    if not ok and hasattr(os, "geteuid") and os.geteuid() == 0:
-        log("  apt-get download failed; refreshing the package lists once (apt-get update)")
-        _run(["apt-get", "update", "-q"], dl)
-        ok = _run(["apt-get", "download", "wordnet-base"], dl)
-    debs = sorted(dl.glob("wordnet-base*.deb"))
-    if not ok or not debs:
-        return None
-    if not _run(["dpkg-deb", "-x", str(debs[-1]), str(cache / "wordnet-base")], cache):
-        return None
-    return data if all((data / f).is_file() for f in WORDNET_FILES) else None
+class DebianPackages:
+    """Debian packages unpacked under `cache` (no system-wide install); the package lists are refreshed at most once
+    per build, and only when a download failed and we may (root)."""
+
+    def __init__(self, cache: Path, log=print):
+        self.cache = cache.resolve()
+        self.log = log
+        self.refreshed = False
+
+    def unpacked(self, package: str) -> Path | None:
+        """The folder `package` is unpacked in, or None when it cannot be had."""
+        root = self.cache / package
+        if (root / _UNPACKED).is_file():
+            return root
+        if not (shutil.which("apt-get") and shutil.which("dpkg-deb")):
+            return None
+        dl = self.cache / "deb"
+        dl.mkdir(parents=True, exist_ok=True)
+        ok = _run(["apt-get", "download", package], dl)
+        if not ok and not self.refreshed and hasattr(os, "geteuid") and os.geteuid() == 0:
+            self.log("  apt-get download failed; refreshing the package lists once (apt-get update)")
+            self.refreshed = True
+            _run(["apt-get", "update", "-q"], dl)
+            ok = _run(["apt-get", "download", package], dl)
+        debs = sorted(dl.glob(f"{package}_*.deb"))
+        if not ok or not debs:
+            return None
+        shutil.rmtree(root, ignore_errors=True)
+        if not _run(["dpkg-deb", "-x", str(debs[-1]), str(root)], self.cache):
+            return None
+        (root / _UNPACKED).write_text(debs[-1].name)
+        return root
 
 
-def wordnet_glosses(data: Path) -> list[str]:
-    """One text per synset: its words, then its gloss (definition and usage examples)."""
-    texts = []
-    for name in WORDNET_FILES:
-        with (data / name).open(encoding="utf-8", errors="replace") as fh:
-            for line in fh:
-                if line.startswith("  ") or "|" not in line:
-                    continue  # licence header
-                head, gloss = line.split("|", 1)
-                fields = head.split()
-                n_words = int(fields[3], 16)
-                words = [fields[4 + 2 * i].replace("_", " ") for i in range(n_words)]
-                words = [w.split("(")[0] for w in words]  # adjective markers like (a)
-                texts.append(f"{', '.join(words)}: {gloss.strip()}")
-    return texts
+def build_demo_corpus(cache: Path, seed: int, sources: list[str], log=print) -> tuple[Path, str]:
+    """Write the demo corpus as JSONL and return it with a description.
 
-
-def stdlib_docstrings() -> list[str]:
-    """Paragraphs of the docstrings in Python's standard library sources."""
-    root = Path(sysconfig.get_paths()["stdlib"])
-    texts = []
-    for path in sorted(root.glob("*.py")) + sorted(root.glob("*/*.py")):
-        if "test" in path.parts[-2:][0] or "site-packages" in path.parts:
+    Each source that can be had gets an equal share of the text, interleaved so that every prefix of the file (what
+    a token budget reads) holds that mix; documents are shuffled within each source with `seed`.
+    """
+    cache.mkdir(parents=True, exist_ok=True)
+    debs = DebianPackages(cache, log)
+    texts: dict[str, list[str]] = {}
+    for name in sources:
+        src = SOURCES[name]
+        root = debs.unpacked(src.package)
+        if root is None:
+            log(f"  {src.title} could not be had (Debian package {src.package}): going on without them")
             continue
         try:
-            tree = ast.parse(path.read_text(encoding="utf-8"))
-        except (SyntaxError, UnicodeDecodeError, ValueError):
-            continue
-        for node in ast.walk(tree):
-            if isinstance(node, (ast.Module, ast.ClassDef, ast.FunctionDef, ast.AsyncFunctionDef)):
-                doc = ast.get_docstring(node)
-                if doc:
-                    for para in doc.split("\n\n"):
-                        para = " ".join(para.split())
-                        if len(para) > 40:
-                            texts.append(para)
-    return texts
-
-
-def build_demo_corpus(cache: Path, seed: int, log=print) -> tuple[Path, str]:
-    """Write the demo corpus as JSONL (shuffled with `seed`); returns the file and a description."""
-    cache.mkdir(parents=True, exist_ok=True)
-    data = fetch_wordnet(cache, log)
-    if data is not None:
-        texts, source = wordnet_glosses(data), "WordNet 3.0 glosses (Debian wordnet-base)"
+            texts[name] = src.read(root)
+        except (OSError, ValueError, UnicodeDecodeError, struct.error, zlib.error, IndexError) as exc:
+            log(f"  {src.title} could not be read from {root} ({exc}): going on without them")
+    texts = {k: v for k, v in texts.items() if v}
+    if texts:
+        parts = [f"{SOURCES[k].title} ({len(v):,} {SOURCES[k].unit})" for k, v in texts.items()]
+        stem = "corpus-" + "-".join(texts)
+        share = "in equal shares, " if len(texts) > 1 else ""
+        note = f"{', '.join(parts)}, from Debian packages; {share}shuffled with seed {seed}"
     else:
-        log("  WordNet (Debian's wordnet-base) could not be fetched: using Python standard-library docstrings instead")
-        texts, source = stdlib_docstrings(), f"Python {sys.version.split()[0]} standard-library docstrings"
-    order = np.random.default_rng(seed).permutation(len(texts))
-    out = cache / ("wordnet.jsonl" if data is not None else "stdlib_docs.jsonl")
+        log("  none of the demo's texts could be had from Debian: using Python standard-library docstrings instead")
+        texts = {"docstrings": stdlib_docstrings()}
+        stem = "corpus-docstrings"
+        note = f"Python {sys.version.split()[0]} standard-library docstrings, shuffled with seed {seed}"
+    rng = np.random.default_rng(seed)
+    out = cache / f"{stem}.jsonl"
     tmp = out.with_suffix(".tmp")
     with tmp.open("w", encoding="utf-8") as fh:
-        for i in order:
-            fh.write(json.dumps({"text": texts[i]}, ensure_ascii=False) + "\n")
+        for text in interleave([[docs[i] for i in rng.permutation(len(docs))] for docs in texts.values()]):
+            fh.write(json.dumps({"text": text}, ensure_ascii=False) + "\n")
     tmp.replace(out)
-    return out, f"{source}, {len(texts)} texts, shuffled with seed {seed}"
+    return out, note
+
+
+def interleave(streams: list[list[str]]) -> list[str]:
+    """All documents of every stream, each next one taken from the stream with the fewest characters so far, so any
+    prefix holds about equal text from each until the shorter ones run out."""
+    taken = [0] * len(streams)
+    pos = [0] * len(streams)
+    out = []
+    while True:
+        open_ = [i for i, s in enumerate(streams) if pos[i] < len(s)]
+        if not open_:
+            return out
+        i = min(open_, key=lambda j: (taken[j], j))
+        doc = streams[i][pos[i]]
+        out.append(doc)
+        taken[i] += len(doc)
+        pos[i] += 1

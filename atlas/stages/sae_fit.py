@@ -5,7 +5,7 @@ from __future__ import annotations
 
 import math
 import time
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from typing import TYPE_CHECKING
 
 from atlas.lm.activations import sample_sequences, stream_from_model
@@ -42,6 +42,21 @@ def load_candidates(cfg: Config) -> list[SaeWeights]:
     from atlas.saes import load_sae_candidates
 
     return load_sae_candidates(cfg.resolve(cfg.sae.path), cfg.sae.format)
+
+
+def model_folder(cfg: Config, report: Reporter) -> Config:
+    """The config with [model] path at a Hugging Face folder: a GGUF file it names (or a folder holding only one) is
+    converted into the cache folder once, keyed by the file's hash, and every later stage reads that folder."""
+    from atlas.lm.gguf import converted_folder, gguf_file
+
+    gguf = gguf_file(cfg.resolve(cfg.model.path))
+    if gguf is None:
+        return cfg
+    t0 = time.perf_counter()
+    folder, converted = converted_folder(gguf, cfg.resolve(cfg.atlas.cache_dir))
+    report.stage("model-gguf", Status.COMPUTED if converted else Status.REUSED, t0,
+                 f"{gguf.name} as float32 safetensors in {folder}")
+    return replace(cfg, model=replace(cfg.model, path=str(folder)))
 
 
 def load_model_at_hook(cfg: Config, candidates: list[SaeWeights], report: Reporter) -> HookChoice:
