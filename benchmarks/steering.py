@@ -25,7 +25,7 @@ sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
 from atlas.config import DEFAULT_STEERING_PROMPTS, DEFAULT_STEERING_STRENGTHS  # noqa: E402
 from atlas.lm.adapter import load_model  # noqa: E402
-from atlas.lm.hooks import intervene  # noqa: E402
+from atlas.lm.hookpoint import intervene  # noqa: E402
 from atlas.lm.steering import steer  # noqa: E402
 from atlas.saes.record import SaeWeights  # noqa: E402
 

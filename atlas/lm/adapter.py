@@ -9,7 +9,8 @@ import torch
 from torch import nn
 
 from atlas.errors import ModelError
-from atlas.lm.hooks import HookSpec, Layout, capture, describe_layout, resolve_hook
+from atlas.lm.hookpoint import capture
+from atlas.lm.hooks import HookSpec, Layout, describe_layout, resolve_hook
 
 # A folder named like this says nothing about the model; its parent usually does.
 _GENERIC_FOLDER_NAMES = {"model", "models", "hf", "checkpoint", "weights", "snapshot"}

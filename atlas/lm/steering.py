@@ -27,7 +27,7 @@ import numpy as np
 import torch
 
 from atlas.errors import ModelError, SaeFormatError
-from atlas.lm.hooks import intervene
+from atlas.lm.hookpoint import intervene
 
 if TYPE_CHECKING:
     from atlas.lm.adapter import ModelAdapter

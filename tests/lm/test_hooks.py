@@ -6,7 +6,8 @@ import torch.nn.functional as F
 import transformers as T
 
 from atlas.errors import ModelError
-from atlas.lm.hooks import TL_HOOKS, Family, HookSpec, Space, capture, describe_layout, intervene, resolve_hook
+from atlas.lm.hookpoint import capture, intervene
+from atlas.lm.hooks import TL_HOOKS, Family, HookSpec, Space, describe_layout, resolve_hook
 
 N_LAYERS = 3
 VOCAB = 64
