@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import re
 from collections import Counter, defaultdict
+from functools import lru_cache
 from collections.abc import Sequence
 
 import numpy as np
@@ -76,10 +77,14 @@ def _label(items, n_terms: int, neighbour_weight: float) -> str:
     return SEPARATOR.join(max(forms[w].items(), key=lambda kv: (kv[1], kv[0]))[0] for w, _ in best)
 
 
+# Both run on every token of every stored window (millions on a 4096-feature atlas) but see only the vocabulary's
+# few thousand distinct pieces: remembered, the demo's labels take half the time.
+@lru_cache(maxsize=1 << 18)
 def _clean(token: str) -> str:
     return token.replace("▁", " ").replace("Ġ", " ").removeprefix("##").strip()
 
 
+@lru_cache(maxsize=1 << 18)
 def _starts_word(token: str) -> bool:
     return token[:1].isspace() or token[:1] in "▁Ġ"
 
@@ -116,17 +121,24 @@ def context_docs(features: Sequence[Sequence[Example]], radius: int = 3) -> list
     Repetition across examples is the weighting; this is the input of basis 'context' and of
     `cluster_names`.
     """
-    docs = []
+    return context_docs_for(features, (radius,))[radius]
+
+
+def context_docs_for(features: Sequence[Sequence[Example]], radii: Sequence[int]) -> dict[int, list[str]]:
+    """`context_docs` at each of `radii`, splitting every window into words once."""
+    docs: dict[int, list[str]] = {r: [] for r in radii}
     for items in features:
-        words = []
+        words: dict[int, list[str]] = {r: [] for r in radii}
         for tokens, focus, _ in items:
             units = _units(tokens)
             at = next((i for i, (s, e, _) in enumerate(units) if s <= focus < e), None)
             if at is None:
                 continue
-            words.append(units[at][2])
-            words.extend(u[2] for u in units[max(0, at - radius) : at + radius + 1])
-        docs.append(" ".join(words))
+            for r in radii:
+                words[r].append(units[at][2])
+                words[r].extend(u[2] for u in units[max(0, at - r) : at + r + 1])
+        for r in radii:
+            docs[r].append(" ".join(words[r]))
     return docs
 
 

@@ -93,10 +93,11 @@ def run_analysis(store: Store, W_dec: np.ndarray, cfg: Config, labels_file: Path
     by_kind = _examples_by_feature(store, F, kinds=("interval", "top"))
     auto = an.feature_labels(by_kind["top"])
     sampled = [inter + top for inter, top in zip(by_kind["interval"], by_kind["top"])]
-    docs = an.context_docs(sampled)  # words around the activations: what the context basis reads
-    # Names read only the words a feature fires on: the words around them are mostly the corpus's
-    # boilerplate ("genus", "used", "having" in WordNet glosses) and swamped names measured on the demo.
-    focus_docs = an.context_docs(sampled, radius=0)
+    # The words around the activations are what the context basis reads. Names read only the words a feature
+    # fires on: the words around them are mostly the corpus's boilerplate ("genus", "used", "having" in WordNet
+    # glosses) and swamped names measured on the demo.
+    by_radius = an.context_docs_for(sampled, (3, 0))
+    docs, focus_docs = by_radius[3], by_radius[0]
     timings["labels_s"] = time.perf_counter() - t
 
     coact = _coact_matrix(store, F)

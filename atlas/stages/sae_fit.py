@@ -53,7 +53,7 @@ def model_folder(cfg: Config, report: Reporter) -> Config:
     if gguf is None:
         return cfg
     t0 = time.perf_counter()
-    folder, converted = converted_folder(gguf, cfg.resolve(cfg.atlas.cache_dir))
+    folder, converted = converted_folder(gguf, cfg.resolve(cfg.atlas.cache_dir).resolve())
     report.stage("model-gguf", Status.COMPUTED if converted else Status.REUSED, t0,
                  f"{gguf.name} as float32 safetensors in {folder}")
     return replace(cfg, model=replace(cfg.model, path=str(folder)))

@@ -10,7 +10,8 @@ from atlas.analysis.basis import feature_vectors, ppmi
 from atlas.analysis.clusters import (
     basis_scores, build_hierarchy, choose_basis, coact_similarity, coherence, signal_lift,
 )
-from atlas.analysis.layout import cluster_positions, umap_layout
+from atlas.analysis import layout
+from atlas.analysis.layout import cluster_positions, exact_knn, umap_layout
 from atlas.analysis.neighbours import decoder_neighbours
 
 
@@ -232,6 +233,31 @@ def test_umap_preserves_neighbourhoods_and_is_normalised(layouts):
     pos = cluster_positions(truth, xy)
     for g in range(8):  # a cluster's label sits on one of its members
         assert (np.abs(xy[truth == g] - pos[g]).sum(axis=1) == 0).any()
+
+
+def test_exact_knn_graph_matches_brute_force_self_first():
+    x = np.random.default_rng(3).normal(size=(300, 16)).astype(np.float32)
+    x[7] = x[5]  # a duplicate: ties go to the smaller index
+    idx, dist = exact_knn(x, 6)
+    units = x / np.linalg.norm(x, axis=1, keepdims=True)
+    d = 1 - units @ units.T
+    assert (idx[:, 0] == np.arange(300)).all() and (dist[:, 0] == 0).all()
+    for i in (0, 5, 7, 299):
+        others = [j for j in np.lexsort((np.arange(300), np.round(d[i], 5))) if j != i][:6]
+        assert idx[i, 1:].tolist() == others
+        assert np.allclose(dist[i, 1:], d[i, others], atol=1e-5)
+
+
+def test_layouts_of_a_few_thousand_rows_never_compile_the_approximate_search(monkeypatch):
+    calls = []
+    monkeypatch.setattr(layout, "warm_up", lambda **kw: calls.append(kw) or 0.0)
+    monkeypatch.setattr(layout, "_EXACT_BELOW", 50)  # stands in for UMAP's 4096 rows
+    monkeypatch.setattr(layout, "_EXACT_KNN_UP_TO", 200)
+    x = np.random.default_rng(4).normal(size=(120, 8)).astype(np.float32)
+    xy, _ = umap_layout(x, n_neighbors=5)
+    assert calls == [{"approximate": False, "transform": False}] and np.isfinite(xy).all()
+    umap_layout(np.random.default_rng(4).normal(size=(240, 8)).astype(np.float32), n_neighbors=5)
+    assert calls[-1] == {"approximate": True, "transform": False}  # above the exact graph's limit UMAP searches
 
 
 def test_tiny_layouts_do_not_call_umap():

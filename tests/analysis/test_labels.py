@@ -12,7 +12,7 @@ from atlas.analysis.explanations import (
     ClusterKey, import_delphi, import_neuronpedia, load_overrides, parse_cluster_key,
     resolve_cluster_overrides, save_overrides,
 )
-from atlas.analysis.labels import cluster_names, context_docs, feature_labels, hierarchy_names
+from atlas.analysis.labels import cluster_names, context_docs, context_docs_for, feature_labels, hierarchy_names
 from atlas.errors import ConfigError
 
 # ---- feature labels --------------------------------------------------------------------------
@@ -57,6 +57,13 @@ def test_labels_fall_back_to_stop_words_and_punctuation():
 def test_context_docs_hold_focus_and_nearby_words():
     docs = context_docs([[([" red", " blood", " cell", "s", " count"], 1, 1.0)]], radius=1)
     assert docs == ["blood red blood cells"]
+
+
+def test_context_docs_at_several_radii_in_one_pass():
+    feats = [[([" red", " blood", " cell", "s", " count"], 1, 1.0), ([" a", " cell", " wall"], 2, 0.5)], []]
+    both = context_docs_for(feats, (2, 0))
+    assert both == {2: context_docs(feats, radius=2), 0: context_docs(feats, radius=0)}
+    assert both[0] == ["blood blood wall wall", ""]
 
 
 # ---- cluster names ---------------------------------------------------------------------------
