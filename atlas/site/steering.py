@@ -70,9 +70,10 @@ def build_steering(model: SiteModel, n: int, stored: list[tuple]) -> SteeringVie
     prompts = fact.get("prompts") or [_DEFAULT_PROMPT]
     command = COMMAND.format(feature=n, prompt=prompts[0])
     if not stored:
-        why = ("This atlas holds no steering previews." if not fact else
-               f"The build made steering previews for {fact.get('n_features', 0)} chosen features (the listed ids, "
-               "then cluster representatives and the densest) and this is not one of them.")
+        n_made = int(fact.get("n_features") or 0)
+        why = ("This atlas holds no steering previews." if not n_made else
+               f"The build made steering previews for {n_made} chosen features (the listed ids, then cluster "
+               "representatives and the densest) and this is not one of them.")
         return SteeringView((), (), 0, max_act, f"{why} To steer it yourself, run this with ATLAS being this "
                             "atlas's store (atlas.duckdb) or its TOML config:", command)
     by_prompt: dict[int, list[tuple]] = {}

@@ -37,6 +37,7 @@ def steering(shared: SharedInputs, run: VersionRun, sae: SaeWeights, analysis_ke
     except AtlasError as exc:
         t0 = time.perf_counter()
         store.clear("steering")
+        store.forget_stage("steering")  # the rows are gone: a later causal build must not reuse them
         store.set_info(steering={"status": "unavailable", "note": str(exc)})
         run.report.stage("steering", Status.SKIPPED, t0, str(exc).split(";")[0])
         return ""

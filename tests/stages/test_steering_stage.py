@@ -100,9 +100,10 @@ def test_an_encoder_gets_no_previews_and_the_pages_are_told(tmp_path):
                      b_dec=torch.zeros(bert.d_hook))
     lines = []
     with Store(tmp_path / "a.duckdb") as store:
+        store.record_stage("steering", "from-an-earlier-causal-build", 1.0)
         run = SimpleNamespace(cfg=Config(), store=store, report=Reporter(log=lines.append, progress=False))
         assert stage.steering(SimpleNamespace(model=bert, hook="blocks.1.hook_resid_post"), run, sae, "k") == ""
-        assert store.count("steering") == 0
+        assert store.count("steering") == 0 and store.stage_hash("steering") is None
         fact = store.info()["steering"]
     assert fact["status"] == "unavailable" and "causal language model" in fact["note"]
     assert "skipped" in lines[0]
