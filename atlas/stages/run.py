@@ -21,8 +21,8 @@ if TYPE_CHECKING:
 
 # Bumped when a stage's code changes what it computes, so old results are not reused. A keyed stage that is not
 # listed here cannot run.
-STAGE_REVISIONS = {"tokens": 1, "activations": 1, "harvest": 1, "logits": 1, "analysis": 1, "compare": 1,
-                   "shared-layout": 1, "site": 1}
+STAGE_REVISIONS = {"tokens": 1, "activations": 1, "harvest": 1, "logits": 1, "analysis": 2, "compare": 1,
+                   "shared-layout": 1, "explain": 1, "site": 1}
 
 T = TypeVar("T")
 
@@ -41,6 +41,7 @@ class Status(StrEnum):
     READ = "read"  # precomputed inputs, taken as they are
     SKIPPED = "skipped"  # not done, for a reason the note gives
     READY = "ready"  # inputs put in place (the demo's)
+    PARTIAL = "partial"  # done in part (a budget ran out): not recorded, so the next build carries on
 
 
 @dataclass
@@ -129,10 +130,11 @@ class SaeResult:
     harvest_key: str
     analysis_key: str
     compare_key: str
+    explain_key: str = ""
 
     def digest(self) -> str:
         """Changes when anything this version's pages show would change."""
-        return input_key(self.harvest_key, self.analysis_key, self.compare_key)
+        return input_key(self.harvest_key, self.analysis_key, self.compare_key, self.explain_key)
 
 
 # ---- reuse ------------------------------------------------------------------------------------------------------

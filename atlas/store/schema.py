@@ -50,8 +50,22 @@ TABLES: dict[str, str] = {
         x REAL, y REAL
     """,
     "cluster_members": "cluster_id INTEGER, feature INTEGER",
-    # Every explanation/label known for a feature, with where it came from.
+    # Every explanation/label known for a feature, with where it came from: 'keyword' (words of its top
+    # activations), 'offline' (the offline explainer), 'openai:<model>' (an OpenAI-compatible endpoint), 'user'
+    # (the labels file) or an imported source. score: its embedding score (see label_scores), NULL if unscored.
     "labels": "feature INTEGER, source TEXT, text TEXT, score REAL",
+    # Every score of every explanation, by scorer, on held-out contexts the explainer never saw: 'embedding' (AUROC
+    # of the cosine between the explanation's sentence embedding and held-out activating against non-activating
+    # contexts, hard ones included), 'detection' and 'fuzzing' (an LLM's balanced accuracy, with an endpoint).
+    # n_pos / n_neg: how many activating and non-activating contexts it was scored on.
+    "label_scores": "feature INTEGER, source TEXT, scorer TEXT, score REAL, n_pos INTEGER, n_neg INTEGER",
+    # The explanation a feature's page shows: the user's label, else its best-scoring explanation, with that
+    # explanation's source, score and scorer (features.label and label_source hold the same text and source).
+    "feature_explanations": "feature INTEGER PRIMARY KEY, text TEXT, source TEXT, score REAL, scorer TEXT",
+    # Unit sentence embeddings (float32) for search by meaning: kind 'feature' (of the explanation it shows),
+    # 'context' (mean of its activating contexts), 'cluster' (of the cluster's name); item is the feature or
+    # cluster id.
+    "embeddings": "kind TEXT, item INTEGER, vector FLOAT[]",
     # Logit effects of a feature's decoder direction: sign is 'pos' or 'neg'.
     "logits": "feature INTEGER, sign TEXT, rank INTEGER, token_id INTEGER, value REAL",
     # The atlas this one is compared with ([compare] in the config): role 'previous'. site_path leads
