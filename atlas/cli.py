@@ -34,15 +34,17 @@ def _build(args) -> int:
 
 def _search(args) -> int:
     from atlas.commands import open_atlas
-    from atlas.commands.search import search
+    from atlas.commands.search import search_atlas
 
     with open_atlas(args.atlas) as store:
-        hits = search(store, args.query, limit=args.limit)
-    if not hits:
-        print(f"no feature matches {args.query!r}")
+        result = search_atlas(store, args.query, limit=args.limit)
+    for wrong, right in sorted(result.corrections.items()):
+        print(f"(searching for {right!r} instead of {wrong!r})")
+    if not result.hits:
+        print(f"nothing matches {args.query!r}")
         return 1
-    for h in hits:
-        print(f"{h.feature:>7}  {h.label[:60]:<60}  [{h.why}]  {h.page}")
+    for h in result.hits:
+        print(f"{h.kind:<7} {h.item:>7}  {h.score:5.2f}  {h.label[:60]:<60}  [{h.why}]  {h.page}")
     return 0
 
 
@@ -95,7 +97,8 @@ def main(argv: list[str] | None = None) -> int:
     b.add_argument("config", nargs="?", help="the TOML config (default: the embedded demo)")
     b.add_argument("--full", action="store_true", help="demo only: ~1M tokens instead of ~300k")
     b.set_defaults(func=_build)
-    s = sub.add_parser("search", help="find features by label, top token, explanation or cluster name")
+    s = sub.add_parser("search", help="find features and clusters by meaning, label, top token, explanation or "
+                                      "cluster name")
     s.add_argument("atlas", help="the atlas's .duckdb file (or its TOML config)")
     s.add_argument("query")
     s.add_argument("--limit", type=int, default=20)
