@@ -147,7 +147,7 @@ def context_words(ex: Example, radius: int) -> list[str]:
 
 
 def candidates(examples: Sequence[Example], idf: Mapping[str, float] | None = None, radius: int = 6,
-               max_focus: int = 8, max_context: int = 8) -> Candidates:
+               max_focus: int = 8, max_context: int = 4) -> Candidates:
     """A feature's candidate phrases: the words it fires on (most activating first), for a word piece the words
     that hold it, and the words around the activations ranked by how many visible examples hold them times how
     rare they are across features (`idf`)."""
