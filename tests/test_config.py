@@ -182,11 +182,23 @@ def test_bad_config_value_lists_the_choices(tmp_path):
     ({"versions": [{"name": "b"}]}, r"\[\[versions\]\] entry 1 has no path"),
     ({"versions": [{"path": "x", "name": "!!"}]}, r"entry 1: name '!!' needs at least one letter or digit"),
     ({"sae": {"path": "a/v1"}, "versions": [{"path": "b/V1"}]}, r"entry 1: name 'V1' is already used by \[sae\]"),
+    ({"explain": {"explainer": "openai"}}, r'\[explain\] explainer = "openai" needs base_url'),
+    ({"explain": {"explainer": "openai", "base_url": "127.0.0.1:11434"}}, r"needs base_url, the endpoint's address"),
+    ({"explain": {"explainer": "openai", "base_url": "http://127.0.0.1:8080/v1"}}, r"needs model"),
+    ({"explain": {"n_score": 0}}, r"\[explain\] n_score must be at least 1"),
 ])
 def test_values_that_cannot_work_together_are_refused(raw, match):
     with pytest.raises(ConfigError, match=match) as info:
         config_from_dict(raw, source="my.toml")
     assert str(info.value).startswith("my.toml: ")
+
+
+@pytest.mark.parametrize("key, value, choices", [
+    ("explainer", "gpt", "offline, openai"), ("llm_scorers", ["detection", "simulation"], "detection, fuzzing"),
+])
+def test_an_invalid_explainer_or_scorer_lists_the_valid_ones(key, value, choices):
+    with pytest.raises(ConfigError, match=rf"\[explain\] {key} = .* is not valid; choose one of: {choices}"):
+        config_from_dict({"explain": {key: value}}, source="my.toml")
 
 
 def test_a_version_without_a_name_is_called_after_its_folder():
