@@ -158,17 +158,18 @@ def summary(scores: np.ndarray, bins: int = 10) -> dict:
 
 
 def pick_shown(feature: np.ndarray, source: np.ndarray, score: np.ndarray, preferred: str = "user",
-               barred: dict[int, set[str]] | None = None) -> np.ndarray:
+               barred: dict[int, set[str]] | None = None, baseline: str = "") -> np.ndarray:
     """Per feature, the index of the explanation its page shows: one from `preferred` (the user's own label) if
-    there is one, else the best-scoring one (unscored last; ties go to the earlier row), skipping a source that
-    `barred[feature]` rules out unless nothing else is left. Returns row indices, ascending by feature."""
+    there is one, else the best-scoring one (unscored last; a tie goes against the `baseline` source, then to the
+    earlier row), skipping a source that `barred[feature]` rules out unless nothing else is left. Returns row
+    indices, ascending by feature."""
     feature, source = np.asarray(feature, np.int64), np.asarray(source).astype(str)
     score = np.asarray(score, np.float64)
     barred = barred or {}
     best: dict[int, tuple] = {}
     for i, (f, s, v) in enumerate(zip(feature, source, score)):
         rank = (s == preferred, s not in barred.get(int(f), ()), bool(np.isfinite(v)), v if np.isfinite(v) else -1.0,
-                -i)
+                s != baseline, -i)
         if int(f) not in best or rank > best[int(f)][0]:
             best[int(f)] = (rank, i)
     return np.array([best[f][1] for f in sorted(best)], np.int64)

@@ -11,8 +11,9 @@ from atlas.meaning.evidence import Evidence
 
 
 def offline_explanations(ev: Evidence, features: np.ndarray, encoder: SentenceEncoder,
-                         batch_tokens: int = 8192) -> dict[int, str]:
-    """An explanation for each of `features` from its visible examples only."""
+                         batch_tokens: int = 8192) -> tuple[dict[int, str], set[int]]:
+    """An explanation for each of `features` from its visible examples only, and the features read as firing on
+    a piece of words."""
     visible = {int(f): ev.visible_examples(int(f)) for f in features}
     idf = ex.document_frequency(list(visible.values()))
     cands = {f: ex.candidates(v, idf) for f, v in visible.items()}
@@ -21,4 +22,4 @@ def offline_explanations(ev: Evidence, features: np.ndarray, encoder: SentenceEn
     out = {}
     for f, c in cands.items():
         out[f] = ex.explain(c, lookup, *ev.explainer_contexts(f))
-    return out
+    return out, {f for f, c in cands.items() if c.focus.kind == "piece"}

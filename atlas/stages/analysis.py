@@ -181,7 +181,13 @@ def run_analysis(store: Store, W_dec: np.ndarray, cfg: Config, labels_file: Path
         imported = imported[(imported["feature"] >= 0) & (imported["feature"] < F)]
         log(f"  imported {len(imported):,} explanations from {ref}")
         extra.append(imported.astype({"feature": np.int32}))
-    store.replace_table("labels", pd.concat([labels, *extra], ignore_index=True))
+    every = pd.concat([labels, *extra], ignore_index=True)
+    store.replace_table("labels", every)
+    # Scores imported explanations came with, kept apart: the explain stage rescores every label.
+    own = every[every["score"].notna()]
+    store.replace_table("label_scores", pd.DataFrame({"feature": own["feature"], "source": own["source"],
+                                                      "scorer": "imported", "score": own["score"], "n_pos": 0,
+                                                      "n_neg": 0}))
     timings["names_s"] = time.perf_counter() - t
 
     store.set_info(cluster_basis=basis, basis_scores={k: round(v, 4) for k, v in scores.items()},

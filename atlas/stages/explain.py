@@ -20,9 +20,11 @@ from atlas.stages.run import Keyed, Outcome, Status, StoreLedger, VersionRun, in
 from atlas.store import without_durations
 
 if TYPE_CHECKING:
+    from atlas.config import Config
     from atlas.meaning.encoder import SentenceEncoder
     from atlas.meaning.evidence import Evidence
     from atlas.saes import SaeWeights
+    from atlas.store import Store
 
 KEYWORD = "keyword"
 OFFLINE = "offline"
@@ -89,7 +91,7 @@ def run_explain(shared: SharedInputs, run: VersionRun, sae: SaeWeights, folder: 
     timings.update(ev.timings)
     timings["evidence_s"] = time.perf_counter() - t
     t = time.perf_counter()
-    offline = offline_explanations(ev, alive, encoder, cfg.model.batch_tokens)
+    offline, pieces = offline_explanations(ev, alive, encoder, cfg.model.batch_tokens)
     timings["offline_s"] = time.perf_counter() - t
 
     known = sm.labels_of_sources(store)
@@ -113,7 +115,7 @@ def run_explain(shared: SharedInputs, run: VersionRun, sae: SaeWeights, folder: 
     labels = pd.DataFrame({"feature": np.asarray(out.feature, np.int32), "source": out.source, "text": out.text,
                            "score": pd.array(emb, dtype="Float32")})  # NaN stored as NULL: unscored
     scores = pd.DataFrame(out.scores + imported, columns=["feature", "source", "scorer", "score", "n_pos", "n_neg"])
-    shown = _write(store, feats, labels, scores, vectors, ev, encoder, cfg.model.batch_tokens)
+    shown = _write(store, feats, labels, scores, vectors, ev, pieces, encoder, cfg.model.batch_tokens)
     store.set_info(explanation_scores=_summaries(labels, scores),
                    explanation_method=without_durations(_method(cfg, ev, timings)),
                    explanation_counts=shown["source"].value_counts().sort_index().to_dict())
@@ -129,7 +131,7 @@ def run_explain(shared: SharedInputs, run: VersionRun, sae: SaeWeights, folder: 
     return Outcome(None, note, details)
 
 
-def _ask_endpoint(ev: Evidence, out: Explained, store, feats: pd.DataFrame, alive: np.ndarray, cfg,
+def _ask_endpoint(ev: Evidence, out: Explained, store: Store, feats: pd.DataFrame, alive: np.ndarray, cfg: Config,
                   cache_dir: Path, log) -> str | None:
     """Explanations and LLM scores from the endpoint, most firing features first; returns what was left undone
     (None when nothing was)."""
@@ -181,26 +183,24 @@ def _embedding_scores(ev: Evidence, out: Explained, vectors: np.ndarray) -> np.n
     return score
 
 
-def _imported_scores(store) -> list[dict]:
-    """Scores imported explanations came with (their own scorer's), kept under scorer 'imported'."""
-    rows = store.query("SELECT feature, source, score FROM labels WHERE score IS NOT NULL AND source NOT IN (?, ?, ?) "
-                       "AND source NOT LIKE 'openai:%'", [OFFLINE, KEYWORD, USER])
+def _imported_scores(store: Store) -> list[dict]:
+    """Scores imported explanations came with (their own scorer's), as the analysis stage kept them."""
+    rows = store.query("SELECT feature, source, score FROM label_scores WHERE scorer = 'imported' "
+                       "ORDER BY feature, source")
     return [{"feature": int(f), "source": s, "scorer": "imported", "score": float(v), "n_pos": 0, "n_neg": 0}
             for f, s, v in zip(rows["feature"], rows["source"], rows["score"])]
 
 
-def _write(store, feats: pd.DataFrame, labels: pd.DataFrame, scores: pd.DataFrame, vectors: np.ndarray,
-           ev: Evidence, encoder: SentenceEncoder, batch_tokens: int) -> pd.DataFrame:
+def _write(store: Store, feats: pd.DataFrame, labels: pd.DataFrame, scores: pd.DataFrame, vectors: np.ndarray,
+           ev: Evidence, pieces: set[int], encoder: SentenceEncoder, batch_tokens: int) -> pd.DataFrame:
     """Pick what each page shows, write every table, and the embeddings search ranks by; returns the picks."""
-    from atlas.analysis.explain import read_focus
     from atlas.analysis.scoring import pick_shown
     from atlas.store import meaning as sm
 
     # A keyword label names words: never the one shown for a feature that fires on a piece of words.
-    pieces = {int(f): {KEYWORD} for f in np.unique(labels["feature"])
-              if read_focus(ev.visible_examples(int(f))).kind == "piece"}
     rows = pick_shown(labels["feature"].to_numpy(), labels["source"].to_numpy(),
-                      labels["score"].to_numpy(np.float64, na_value=np.nan), USER, pieces)
+                      labels["score"].to_numpy(np.float64, na_value=np.nan), USER,
+                      {f: {KEYWORD} for f in pieces}, KEYWORD)
     shown = labels.iloc[rows].reset_index(drop=True)
     shown = shown.assign(scorer=np.where(shown["score"].notna(), "embedding", None))
     sm.write_explanations(store, labels, scores, shown)
@@ -240,7 +240,7 @@ def _summaries(labels: pd.DataFrame, scores: pd.DataFrame) -> dict:
     return out
 
 
-def _method(cfg, ev: Evidence, timings: dict[str, float]) -> dict:
+def _method(cfg: Config, ev: Evidence, timings: dict[str, float]) -> dict:
     """How explanations were made and scored, for the About page."""
     e = cfg.explain
     sets = ev.sets

@@ -113,6 +113,8 @@ def test_the_page_shows_the_users_label_else_the_best_score_and_a_barred_source_
     score = np.array([0.9, 0.6, np.nan, 0.8, 0.7, 0.9, np.nan])
     rows = pick_shown(feature, source, score, "user", {1: {"keyword"}})
     assert source[rows].tolist() == ["user", "offline", "keyword"]
+    tie = pick_shown(np.array([0, 0]), np.array(["keyword", "offline"]), np.array([0.7, 0.7]), baseline="keyword")
+    assert tie.tolist() == [1]
 
 
 def test_summary_rounds_and_counts():

@@ -39,7 +39,12 @@ def offline(planted, tmp_path_factory) -> tuple[Path, object]:
     root = _workspace(planted, tmp_path_factory.mktemp("offline"))
     lines = "\n".join(f'{f} = "{RANDOM_LABELS[f % len(RANDOM_LABELS)]}"' for f in range(3, 24))
     (root / "labels.toml").write_text("[features]\n" + lines + "\n")
-    cfg = load_config(write_planted_config(root, analysis={"labels_file": "labels.toml"}))
+    run = root / "delphi"
+    (run / "explanations").mkdir(parents=True)
+    (run / "scores" / "detection").mkdir(parents=True)
+    (run / "explanations" / "layers.1_latent0").write_text('"foxes hunting in the forest"')
+    (run / "scores" / "detection" / "layers.1_latent0").write_text('[{"correct": true}, {"correct": false}]')
+    cfg = load_config(write_planted_config(root, analysis={"labels_file": "labels.toml", "explanations": ["delphi"]}))
     return root, build(cfg, log=lambda *a: None, progress=False)
 
 
@@ -76,7 +81,9 @@ def test_every_live_feature_has_scored_explanations_and_the_page_shows_the_pick(
     assert len(shown) == len(alive) and set(shown["feature"]) == set(alive["feature"])
     for source in ("offline", "keyword"):
         assert set(labels[labels["source"] == source]["feature"]) == set(alive["feature"])
-    assert set(scores["scorer"]) == {"embedding"} and (scores["n_pos"] > 0).all() and (scores["n_neg"] > 0).all()
+    embedding = scores[scores["scorer"] == "embedding"]
+    assert set(scores["scorer"]) == {"embedding", "imported"}
+    assert (embedding["n_pos"] > 0).all() and (embedding["n_neg"] > 0).all()
     by_feature = shown.set_index("feature")
     for f in alive["feature"]:
         mine = labels[labels["feature"] == f]
@@ -90,6 +97,14 @@ def test_every_live_feature_has_scored_explanations_and_the_page_shows_the_pick(
     scored = labels[(labels["source"] == "offline") & labels["score"].notna()]
     assert emb["offline"]["n"] == len(scored) >= len(alive) - 5 and "beats_keyword" in info["explanation_scores"]
     assert info["explanation_method"]["mean_held_out"] > 0
+
+
+def test_imported_explanations_are_scored_the_same_way_and_keep_their_own_score(offline):
+    root, _ = offline
+    with Store(root / "atlas.duckdb", read_only=True) as s:
+        rows = s.query("SELECT scorer, score FROM label_scores WHERE feature = 0 AND source = 'delphi' ORDER BY scorer")
+    scores = dict(zip(rows["scorer"], rows["score"]))
+    assert scores["imported"] == pytest.approx(0.5) and scores["embedding"] > 0.8
 
 
 def test_search_embeddings_are_stored_as_unit_vectors(offline):
