@@ -17,7 +17,7 @@ from atlas.analysis import explain as ex
 from atlas.analysis.heldout import ContextSets, Plan, negatives, plan
 from atlas.analysis.scoring import span
 from atlas.corpus import TokenizedCorpus
-from atlas.meaning.contexts import embed_contexts
+from atlas.meaning.contexts import ContextCache, embed_contexts
 from atlas.meaning.encoder import SentenceEncoder
 from atlas.meaning.firing import firing_in
 from atlas.store.meaning import ExplainExamples
@@ -64,9 +64,10 @@ class Evidence:
 
 def gather(examples: ExplainExamples, n_features: int, corpus: TokenizedCorpus, sae: SaeWeights,
            acts: np.ndarray | None, model: ModelAdapter, neighbours: list[np.ndarray], settings: ExplainSection,
-           encoder: SentenceEncoder, seed: int, batch_tokens: int, log=print) -> Evidence:
+           encoder: SentenceEncoder, seed: int, batch_tokens: int, cache: ContextCache | None = None,
+           log=print) -> Evidence:
     """Split the examples, find where every feature fires in their sequences, choose the non-activating contexts
-    and embed every context once."""
+    and embed every context once (kept in `cache` when one is given)."""
     timings: dict[str, float] = {}
     r = settings.context_radius
     t = time.perf_counter()
@@ -90,7 +91,7 @@ def gather(examples: ExplainExamples, n_features: int, corpus: TokenizedCorpus, 
     t = time.perf_counter()
     strings = _cached_strings(model)
     vectors = embed_contexts(encoder, corpus.tokens, corpus.seq_starts, sets.centres, strings, r,
-                             batch_tokens=batch_tokens)
+                             batch_tokens=batch_tokens, cache=cache)
     timings["contexts_s"] = time.perf_counter() - t
     n_tokens = int(sum(corpus.seq_starts[q + 1] - corpus.seq_starts[q] for q in p.sequences))
     timings.update(contexts=float(len(sets.centres)), sequences=float(len(p.sequences)), tokens_read=float(n_tokens))

@@ -72,6 +72,7 @@ def explain(shared: SharedInputs, run: VersionRun, sae: SaeWeights, analysis_key
 def run_explain(shared: SharedInputs, run: VersionRun, sae: SaeWeights, folder: Path) -> Outcome[str | None]:
     """Gather the evidence, explain, score, pick and write; the outcome is PARTIAL when the endpoint's budget left
     features unexplained or unscored (its value then names what was done)."""
+    from atlas.meaning.contexts import ContextCache
     from atlas.meaning.encoder import load_encoder
     from atlas.meaning.evidence import gather
     from atlas.meaning.offline import offline_explanations
@@ -84,10 +85,15 @@ def run_explain(shared: SharedInputs, run: VersionRun, sae: SaeWeights, folder: 
     n_features = len(feats)
     alive = np.flatnonzero(feats["alive"].to_numpy(bool))
     encoder = load_encoder(str(folder))
+    corpus = shared.corpus
+    cache = None
+    if ContextCache.fits(corpus.n_tokens, encoder.dim, cfg.atlas.cache_max_gb):
+        key = input_key(shared.tokens_key, model_identity(folder), e.context_radius)
+        cache = ContextCache(shared.cache_dir, key, corpus.n_tokens, corpus.n_sequences, encoder.dim)
     t = time.perf_counter()
-    ev = gather(sm.explain_examples(store), n_features, shared.corpus, sae, shared.acts, shared.model,
+    ev = gather(sm.explain_examples(store), n_features, corpus, sae, shared.acts, shared.model,
                 sm.decoder_neighbour_lists(store, n_features, e.neighbours), e, encoder, cfg.atlas.seed,
-                cfg.model.batch_tokens, log)
+                cfg.model.batch_tokens, cache, log)
     timings.update(ev.timings)
     timings["evidence_s"] = time.perf_counter() - t
     t = time.perf_counter()

@@ -5,7 +5,7 @@ import numpy as np
 import pytest
 import torch
 
-from atlas.meaning.contexts import embed_contexts, sequence_text
+from atlas.meaning.contexts import ContextCache, embed_contexts, sequence_text
 from atlas.meaning.encoder import default_folder, load_encoder
 
 
@@ -44,3 +44,22 @@ def test_contexts_are_embedded_where_they_stand(encoder):
     queries = encoder.encode(["a fox in the woods", "shares on the stock exchange"])
     sims = vecs.astype(np.float32) @ queries.T
     assert sims[0, 0] > sims[0, 1] and sims[1, 1] > sims[1, 0]
+
+
+def test_the_context_cache_gives_the_same_vectors_and_reads_no_sequence_twice(encoder, tmp_path):
+    pieces = [" the", " fox", " ran", ".", " rain", " fell", " on", " the", " town", ".", " a", " quiet", " market"]
+    tokens = np.arange(len(pieces), dtype=np.int32)
+    starts = np.array([0, 4, 10, len(pieces)], np.int64)
+    strings = lambda ids: [pieces[i] for i in ids]  # noqa: E731
+    direct = embed_contexts(encoder, tokens, starts, np.array([1, 5, 11]), strings, radius=2)
+    calls = []
+    counting = type("Counting", (), {"dim": encoder.dim, "token_states": lambda self, texts, b: (
+        calls.append(len(texts)), encoder.token_states(texts, b))[1]})()
+    cache = ContextCache(tmp_path, "k", len(pieces), 3, encoder.dim)
+    first = embed_contexts(counting, tokens, starts, np.array([1, 5]), strings, radius=2, cache=cache)
+    assert calls == [2] and cache.done.tolist() == [True, True, False]
+    again = ContextCache(tmp_path, "k", len(pieces), 3, encoder.dim)  # a later build opens it from disk
+    both = embed_contexts(counting, tokens, starts, np.array([1, 5, 11]), strings, radius=2, cache=again)
+    assert calls == [2, 1]
+    assert np.allclose(both.astype(np.float32), direct.astype(np.float32), atol=2e-3)
+    assert np.array_equal(first, both[:2])
