@@ -210,7 +210,7 @@ def _objective(p: np.ndarray, n: np.ndarray) -> np.ndarray:
 
 
 def explain(c: Candidates, vectors: Mapping[str, np.ndarray], pos: np.ndarray, neg: np.ndarray,
-            max_words: int = 3, context_gain: float = 0.03) -> str:
+            max_words: int = 4, context_gain: float = 0.03) -> str:
     """The explanation of one feature from its candidates, their unit vectors, and the unit vectors of its visible
     activating (`pos`) and non-activating (`neg`) contexts.
 

@@ -125,7 +125,8 @@ def run_explain(shared: SharedInputs, run: VersionRun, sae: SaeWeights, folder: 
     store.set_info(explanation_scores=_summaries(labels, scores),
                    explanation_method=without_durations(_method(cfg, ev, timings)),
                    explanation_counts=shown["source"].value_counts().sort_index().to_dict())
-    off, kw = (labels[labels["source"] == s].set_index("feature")["score"] for s in (OFFLINE, KEYWORD))
+    off, kw = (labels[labels["source"] == s].set_index("feature")["score"].astype("float64")
+               for s in (OFFLINE, KEYWORD))
     both = off.index.intersection(kw.index)
     rate = len(alive) / max(timings["offline_s"] + timings["evidence_s"], 1e-9)
     note = (f"{len(alive):,} features, {rate:,.1f}/s; embedding AUROC offline {np.nanmean(off):.3f}, keyword "
