@@ -17,7 +17,7 @@ import math
 import re
 from collections import Counter, defaultdict
 from collections.abc import Mapping, Sequence
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 
 import numpy as np
 from sklearn.feature_extraction.text import ENGLISH_STOP_WORDS
@@ -57,12 +57,12 @@ class Focus:
 
 @dataclass(frozen=True)
 class Candidates:
-    """A feature's focus and its candidate phrases, with the share of visible examples that hold each."""
+    """A feature's focus and its candidate phrases: the words it fires on (and the words that hold a piece) and the
+    words around its activations."""
 
     focus: Focus
     focus_phrases: tuple[str, ...]
     context_phrases: tuple[str, ...]
-    coverage: Mapping[str, float] = field(default_factory=dict)
 
     def phrases(self) -> tuple[str, ...]:
         return self.focus_phrases + self.context_phrases
@@ -161,9 +161,7 @@ def candidates(examples: Sequence[Example], idf: Mapping[str, float] | None = No
     ranked = sorted(((c, k / n * (idf.get(c, 1.0) if idf else 1.0)) for c, k in held.items() if c not in taken),
                     key=lambda kv: (-kv[1], kv[0]))
     context = tuple(c for c, _ in ranked[:max_context])
-    coverage = {c: held[c] / n for c in context}
-    coverage.update({w: float(s) for w, s in focus.words[:max_focus]})
-    return Candidates(focus, focus_words + tuple(h for h in focus.hosts if h not in focus_words), context, coverage)
+    return Candidates(focus, focus_words + tuple(h for h in focus.hosts if h not in focus_words), context)
 
 
 def document_frequency(per_feature: Sequence[Sequence[Example]], radius: int = 6) -> dict[str, float]:
