@@ -6,8 +6,8 @@ and every kind of link is written. After a change meant to alter the pages, rege
 
     make golden        (or: python -m tests.site.golden regenerate)
 
-Third-party files the site copies as they are (plotly.min.js) are left out of the copy: the test checks that
-each is the file it was copied from, which keeps the copy small.
+Files the site copies as they are (plotly.min.js, and the scripts in site_templates/static/) are left out of the
+copy: the test checks that each is the file it was copied from, which keeps the copy small and free of duplicates.
 """
 
 from __future__ import annotations
@@ -25,8 +25,11 @@ from synthetic_store import add_comparison, add_steering, list_versions, make_sy
 from atlas.site import render_site
 
 GOLDEN = Path(__file__).resolve().parents[1] / "site" / "golden" / "expected-site"
-# Vendored third-party files, by site path: not committed, compared with their source instead.
-VENDORED = ("static/plotly-*.min.js", "versions/*/static/plotly-*.min.js")
+# Files copied as they are, by site path: not committed, compared with their source instead.
+TEMPLATES_STATIC = Path(__file__).resolve().parents[2] / "site_templates" / "static"
+_COPIED_SCRIPTS = tuple(p.stem for p in sorted(TEMPLATES_STATIC.glob("*.js")))
+VENDORED = tuple(f"{root}static/{stem}-*.{ext}" for root in ("", "versions/*/")
+                 for stem, ext in (("plotly", "min.js"), *((s, "js") for s in _COPIED_SCRIPTS)))
 EPOCH = "1700000000"
 SMALL = dict(n_top=3, n_intervals=2, per_interval=2, n_random=2, window=7, hist_bins=6, n_neighbours=3)
 VERSION = {"name": "Wide SAE", "slug": "wide-sae", "schema": "version_wide_sae", "site_path": "versions/wide-sae"}
@@ -83,6 +86,9 @@ def vendored(rel: str) -> bool:
 
 def _vendored_source(rel: str) -> bytes:
     """The bytes a vendored site file was copied from."""
+    stem = Path(rel).name.rsplit("-", 1)[0]
+    if stem in _COPIED_SCRIPTS:
+        return (TEMPLATES_STATIC / f"{stem}.js").read_bytes()
     spec = importlib.util.find_spec("plotly")
     assert spec is not None and spec.submodule_search_locations, "plotly is not installed"
     assert fnmatch.fnmatchcase(Path(rel).name, "plotly-*.min.js"), f"no known source for {rel}"
